@@ -1,0 +1,205 @@
+//! The controllers and what they share: one [`Context`] with the Kubernetes client, the Gebeta
+//! client, metrics, the event recorder and settings.
+
+pub mod conditions;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use crate::{gebeta::GebetaClient, metrics::Metrics};
+
+/// Field manager of every write the operator makes (server-side apply and status patches).
+pub const FIELD_MANAGER: &str = "gebeta-operator";
+/// Label on every object the operator creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "gebeta-operator";
+
+/// Where the operator's default Gebeta user token lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretLocation {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+/// Settings the controllers read; filled from the command line by the binary.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The operator's own management credentials, used when an object names none.
+    pub default_user_token: Option<SecretLocation>,
+    /// How often an unchanged object is compared with the upstream account (drift detection).
+    pub resync_interval: Duration,
+    /// Lifetime assumed for an access token whose JWT carries no `exp` ([assumed]).
+    pub default_token_lifetime: Duration,
+    /// Identity of this replica in events (the pod name).
+    pub instance: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_user_token: None,
+            resync_interval: Duration::from_secs(600),
+            default_token_lifetime: Duration::from_secs(3600),
+            instance: "gebeta-operator".into(),
+        }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub kube: Client,
+    pub gebeta: GebetaClient,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn new(
+        kube: Client,
+        gebeta: GebetaClient,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: MANAGED_BY.into(),
+            instance: Some(settings.instance.clone()),
+        };
+        let recorder = Recorder::new(kube.clone(), reporter);
+        Arc::new(Context {
+            kube,
+            gebeta,
+            metrics,
+            recorder,
+            settings,
+        })
+    }
+
+    /// Publishes an event; a failure to publish is logged, never fatal to a reconcile.
+    /// `note` must never contain a secret.
+    pub async fn event(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, regarding).await {
+            tracing::warn!(%err, reason, "could not publish event");
+        }
+    }
+}
+
+/// Which objects a controller watches: all namespaces (empty list) or the listed ones, and
+/// optionally only objects matching a label selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchScope {
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
+}
+
+impl WatchScope {
+    /// One `Api` per watched namespace (or one cluster-wide `Api`).
+    pub fn apis<K>(&self, client: &Client) -> Vec<kube::Api<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        if self.namespaces.is_empty() {
+            vec![kube::Api::all(client.clone())]
+        } else {
+            self.namespaces
+                .iter()
+                .map(|ns| kube::Api::namespaced(client.clone(), ns))
+                .collect()
+        }
+    }
+
+    /// The watcher configuration for the primary resource.
+    pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default().any_semantic();
+        match &self.label_selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+}
+
+/// Tracks the watches that have not synced yet; `/readyz` turns true when none is left.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    registered: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Readiness {
+    /// Registers a watch; call [`SyncGuard::synced`] once its first list has completed.
+    pub fn register(&self) -> SyncGuard {
+        self.registered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        SyncGuard {
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// True when at least one watch was registered and every registered watch has synced.
+    pub fn is_ready(&self) -> bool {
+        self.registered.load(std::sync::atomic::Ordering::SeqCst)
+            && self.pending.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// Marks a store's watch synced once the store has its first complete list.
+    pub fn track<K>(&self, store: kube::runtime::reflector::Store<K>)
+    where
+        K: kube::Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let guard = self.register();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                guard.synced();
+            }
+        });
+    }
+}
+
+/// One watch that has to sync before the operator is ready.
+pub struct SyncGuard {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SyncGuard {
+    pub fn synced(self) {
+        self.pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs every controller until `shutdown` is cancelled. The one place controllers are wired.
+pub async fn run_all(
+    ctx: Arc<Context>,
+    scope: WatchScope,
+    shutdown: tokio_util::sync::CancellationToken,
+    readiness: Readiness,
+) {
+    // Controllers are added here as they land; each runs until `shutdown` is cancelled.
+    let _ = (ctx, scope, readiness);
+    shutdown.cancelled().await;
+}

@@ -1,0 +1,165 @@
+//! `GebetaServiceAccount`: one Gebeta service account, owned declaratively.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, SecretKeySelector};
+use crate::gebeta::model::{AccountState, Platform, Scope};
+
+/// Longest `spec.description` accepted: the upstream limit (256) less the ownership marker
+/// the operator appends (see `controllers::service_account::marker`).
+pub const MAX_DESCRIPTION_LEN: usize = 200;
+
+/// Desired state of a Gebeta service account.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gebeta.app",
+    version = "v1alpha1",
+    kind = "GebetaServiceAccount",
+    namespaced,
+    status = "GebetaServiceAccountStatus",
+    shortname = "gsa",
+    category = "gebeta",
+    doc = "A Gebeta Maps service account, created, updated, suspended and deleted upstream to match this object.",
+    printcolumn(name = "Platform", type_ = "string", json_path = ".spec.platform"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Account",
+        type_ = "string",
+        json_path = ".status.accountId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GebetaServiceAccountSpec {
+    /// Platform the account is issued for. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("platform is immutable"))]
+    pub platform: Platform,
+
+    /// Whether the account has admin privileges. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("isAdmin is immutable"))]
+    pub is_admin: bool,
+
+    /// Human-readable description (at most 200 characters; the operator appends a marker that
+    /// ties the upstream account to this object).
+    #[serde(default)]
+    #[schemars(length(max = 200))]
+    pub description: String,
+
+    /// Scopes granted to the account: at least one, no duplicates.
+    #[schemars(length(min = 1, max = 7))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub scopes: Vec<Scope>,
+
+    /// Suspend the account upstream (SUSPENDED) while true; reactivate it (ACTIVE) when false.
+    #[serde(default)]
+    pub suspended: bool,
+
+    /// What happens upstream when this object is deleted: `Delete` (revoke, then delete),
+    /// `Revoke` (leave a revoked record) or `Orphan` (leave the account untouched).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Secret that receives the account's token (key `token`). Default: `<name>-token`.
+    /// Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("tokenSecretName is immutable"))]
+    pub token_secret_name: Option<String>,
+
+    /// Adopt an account that already exists upstream instead of creating one. Its token cannot
+    /// be read from the API, so the token Secret is left to the user. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("accountId is immutable"))]
+    pub account_id: Option<String>,
+
+    /// Management credentials (a Gebeta user token) for this account. Default: the operator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_token_secret_ref: Option<SecretKeySelector>,
+}
+
+/// What the operator does upstream when a `GebetaServiceAccount` is deleted.
+#[derive(
+    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum DeletionPolicy {
+    /// Revoke the account, then delete it.
+    #[default]
+    Delete,
+    /// Revoke the account and keep the revoked record upstream.
+    Revoke,
+    /// Leave the account as it is.
+    Orphan,
+}
+
+/// Observed state of a Gebeta service account.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GebetaServiceAccountStatus {
+    /// Id of the upstream account this object owns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+
+    /// State of the account as last seen upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AccountState>,
+
+    /// True when the account was adopted through `spec.accountId` (its token is not managed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+
+    /// Secret holding the account's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_name: Option<String>,
+
+    /// Set before an account is created and cleared once its id is recorded: a reconcile that
+    /// finds it set without an id looks upstream for an account created but never recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_creation: Option<PendingCreation>,
+
+    /// Upstream creation time of the account (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+
+    /// The last value of the `gebeta.app/rotate` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rotation: Option<String>,
+
+    /// The `.metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready` and `Synced` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The record of a creation in progress.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCreation {
+    /// When the creation was started (RFC 3339).
+    pub started_at: String,
+}

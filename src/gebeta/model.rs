@@ -1,0 +1,83 @@
+//! The enumerations of the Gebeta API, shared by the client, the simulator and the CRDs.
+//! All values here are [doc] in shared/gebeta-api/README.md.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The platform a service account is issued for.
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Platform {
+    Web,
+    Android,
+    Ios,
+    Desktop,
+}
+
+/// A permission granted to a service account.
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Scope {
+    Tile,
+    Matrix,
+    Onm,
+    Direction,
+    Tss,
+    Geocoding,
+    ReverseGeocoding,
+}
+
+/// The lifecycle state of a service account upstream.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AccountState {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Web => "WEB",
+            Platform::Android => "ANDROID",
+            Platform::Ios => "IOS",
+            Platform::Desktop => "DESKTOP",
+        }
+    }
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Active => "ACTIVE",
+            AccountState::Suspended => "SUSPENDED",
+            AccountState::Revoked => "REVOKED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_the_contract() {
+        let scopes =
+            serde_json::to_value([Scope::ReverseGeocoding, Scope::Onm, Scope::Tss]).unwrap();
+        assert_eq!(
+            scopes,
+            serde_json::json!(["REVERSEGEOCODING", "ONM", "TSS"])
+        );
+        assert_eq!(serde_json::to_value(Platform::Ios).unwrap(), "IOS");
+        assert_eq!(
+            serde_json::from_str::<AccountState>("\"REVOKED\"").unwrap(),
+            AccountState::Revoked
+        );
+        assert!(serde_json::from_str::<Platform>("\"LINUX\"").is_err());
+    }
+}

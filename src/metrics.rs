@@ -1,0 +1,242 @@
+//! Prometheus metrics of the operator, served on the admin server's `/metrics`.
+//!
+//! Label values are bounded (controller names, result labels, endpoint labels, error labels);
+//! the only per-object series is the access-token expiry gauge, removed with its object.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::gebeta::RequestObserver;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub controller: &'static str,
+    pub ready: &'static str,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub gebeta_requests: Family<RequestLabels, Counter>,
+    pub gebeta_request_duration: Family<EndpointLabels, Histogram>,
+    pub token_expiry: Family<ObjectLabels, Gauge>,
+    pub refresh_failures: Family<ReasonLabels, Counter>,
+    pub objects_ready: Family<ReadyLabels, Gauge>,
+    pub leader: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gebeta_operator");
+        let metrics = Metrics {
+            reconciles: Family::default(),
+            reconcile_duration: Family::new_with_constructor(latency_histogram),
+            gebeta_requests: Family::default(),
+            gebeta_request_duration: Family::new_with_constructor(latency_histogram),
+            token_expiry: Family::default(),
+            refresh_failures: Family::default(),
+            objects_ready: Family::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconciles",
+            "Reconciliations by controller and result",
+            metrics.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciliations by controller",
+            metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "gebeta_requests",
+            "Gebeta API requests by endpoint and outcome (status class or error label)",
+            metrics.gebeta_requests.clone(),
+        );
+        registry.register(
+            "gebeta_request_duration_seconds",
+            "Latency of Gebeta API requests by endpoint",
+            metrics.gebeta_request_duration.clone(),
+        );
+        registry.register(
+            "access_token_expiry_timestamp_seconds",
+            "Expiry time (Unix seconds) of the access token held in each GebetaAccessToken's Secret",
+            metrics.token_expiry.clone(),
+        );
+        registry.register(
+            "refresh_failures",
+            "Failed access-token refreshes by reason",
+            metrics.refresh_failures.clone(),
+        );
+        registry.register(
+            "objects",
+            "Objects by controller and Ready state",
+            metrics.objects_ready.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            metrics.leader.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn observe_reconcile(&self, controller: &'static str, result: &str, elapsed: Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller,
+                result: result.to_string(),
+            })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_token_expiry(&self, namespace: &str, name: &str, unix_seconds: i64) {
+        let labels = ObjectLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.token_expiry.get_or_create(&labels).set(unix_seconds);
+    }
+
+    pub fn forget_token(&self, namespace: &str, name: &str) {
+        self.token_expiry.remove(&ObjectLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        });
+    }
+
+    pub fn refresh_failed(&self, reason: &str) {
+        self.refresh_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_objects(&self, controller: &'static str, ready: usize, not_ready: usize) {
+        self.objects_ready
+            .get_or_create(&ReadyLabels {
+                controller,
+                ready: "true",
+            })
+            .set(ready as i64);
+        self.objects_ready
+            .get_or_create(&ReadyLabels {
+                controller,
+                ready: "false",
+            })
+            .set(not_ready as i64);
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn observe(&self, endpoint: &'static str, outcome: &str, elapsed: Duration) {
+        self.gebeta_requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.gebeta_request_duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_the_documented_series() {
+        let metrics = Metrics::new();
+        metrics.observe_reconcile("access_token", "ok", Duration::from_millis(3));
+        metrics.observe("auth", "2xx", Duration::from_millis(20));
+        metrics.set_token_expiry("ns", "tok", 1_800_000_000);
+        metrics.refresh_failed("upstream_unavailable");
+        metrics.set_objects("service_account", 2, 1);
+        metrics.leader.set(1);
+        let text = metrics.encode();
+        for series in [
+            r#"gebeta_operator_reconciles_total{controller="access_token",result="ok"} 1"#,
+            r#"gebeta_operator_reconcile_duration_seconds_count{controller="access_token"} 1"#,
+            r#"gebeta_operator_gebeta_requests_total{endpoint="auth",outcome="2xx"} 1"#,
+            r#"gebeta_operator_gebeta_request_duration_seconds_count{endpoint="auth"} 1"#,
+            r#"gebeta_operator_access_token_expiry_timestamp_seconds{namespace="ns",name="tok"} 1800000000"#,
+            r#"gebeta_operator_refresh_failures_total{reason="upstream_unavailable"} 1"#,
+            r#"gebeta_operator_objects{controller="service_account",ready="false"} 1"#,
+            "gebeta_operator_leader 1",
+        ] {
+            assert!(text.contains(series), "missing {series} in:\n{text}");
+        }
+        metrics.forget_token("ns", "tok");
+        assert!(!metrics.encode().contains(r#"name="tok""#));
+    }
+}

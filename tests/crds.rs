@@ -1,0 +1,348 @@
+//! The CRDs are generated from the Rust types, committed, and enforced by the real API server.
+
+mod support;
+
+use gebeta_operator::crd::{self, GebetaAccessToken, GebetaServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for (file, generated) in crd::all() {
+        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        assert!(
+            committed == crd::to_yaml(&generated),
+            "crds/{file} differs from the Rust types: run `cargo run --bin crdgen` and commit"
+        );
+    }
+}
+
+#[test]
+fn chart_ships_the_same_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, _) in crd::all() {
+        let crds = std::fs::read_to_string(root.join("crds").join(file)).expect("crds/ file");
+        let chart = std::fs::read_to_string(root.join("charts/gebeta-operator/crds").join(file))
+            .unwrap_or_else(|_| panic!("charts/gebeta-operator/crds/{file} is missing"));
+        assert!(
+            crds == chart,
+            "charts/gebeta-operator/crds/{file} differs from crds/{file}"
+        );
+    }
+}
+
+fn gsa_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<GebetaServiceAccount>(&()),
+    )
+}
+
+fn gat_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::erase::<GebetaAccessToken>(&()),
+    )
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "gebeta.app/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn valid_account() -> Value {
+    json!({"platform": "WEB", "description": "maps backend", "scopes": ["TILE", "DIRECTION"]})
+}
+
+fn valid_token() -> Value {
+    json!({
+        "clientToken": {"serviceAccountRef": {"name": "client"}},
+        "serverToken": {"secretKeyRef": {"name": "dashboard", "key": "server-token"}},
+        "secretName": "maps-token",
+        "refreshBefore": "1m30s",
+    })
+}
+
+/// Asserts the API server refused the request as invalid, with a message naming `field`.
+fn assert_rejected(result: Result<DynamicObject, kube::Error>, field: &str) {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(
+                status.code, 422,
+                "expected 422 Invalid, got {}: {}",
+                status.code, status.message
+            );
+            assert!(
+                status.message.contains(field),
+                "message should name {field:?}: {}",
+                status.message
+            );
+        }
+        Err(other) => panic!("expected a validation error naming {field:?}, got {other}"),
+        Ok(_) => panic!("the API server accepted an object that is invalid in {field:?}"),
+    }
+}
+
+#[tokio::test]
+async fn crds_are_established_with_names_and_columns() {
+    let client = support::client();
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    for (name, short, columns) in [
+        (
+            "gebetaserviceaccounts.gebeta.app",
+            "gsa",
+            vec!["Platform", "State", "Ready", "Age"],
+        ),
+        (
+            "gebetaaccesstokens.gebeta.app",
+            "gat",
+            vec!["Secret", "Expires", "Ready", "Age"],
+        ),
+    ] {
+        let crd = api.get(name).await.expect("CRD installed");
+        let established = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+        assert!(established, "{name} is not Established");
+        assert_eq!(crd.spec.names.short_names, Some(vec![short.to_string()]));
+        assert_eq!(crd.spec.names.categories, Some(vec!["gebeta".to_string()]));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{name}: status subresource"
+        );
+        let printed: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| c.priority.unwrap_or(0) == 0)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(printed, columns, "{name}: printer columns");
+    }
+}
+
+#[tokio::test]
+async fn valid_objects_are_accepted_and_read_back_with_defaults() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-valid").await;
+    let pp = PostParams::default();
+
+    let created = gsa_api(&client, &ns)
+        .create(
+            &pp,
+            &object("GebetaServiceAccount", "client", valid_account()),
+        )
+        .await
+        .unwrap();
+    let spec = &created.data["spec"];
+    assert_eq!(spec["isAdmin"], false, "isAdmin defaults to false");
+    assert_eq!(spec["suspended"], false);
+    assert_eq!(spec["deletionPolicy"], "Delete");
+    let typed: GebetaServiceAccount = Api::namespaced(client.clone(), &ns)
+        .get("client")
+        .await
+        .unwrap();
+    assert_eq!(typed.spec.scopes.len(), 2);
+
+    gat_api(&client, &ns)
+        .create(&pp, &object("GebetaAccessToken", "maps", valid_token()))
+        .await
+        .unwrap();
+    let typed: GebetaAccessToken = Api::namespaced(client, &ns).get("maps").await.unwrap();
+    assert_eq!(typed.spec.secret_name, "maps-token");
+    assert_eq!(typed.spec.refresh_before.as_deref(), Some("1m30s"));
+}
+
+#[tokio::test]
+async fn invalid_service_accounts_are_refused_with_the_field_named() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-gsa-bad").await;
+    let api = gsa_api(&client, &ns);
+    let pp = PostParams::default();
+    let cases = [
+        ("platform", json!({"platform": "LINUX", "scopes": ["TILE"]})),
+        ("scopes", json!({"platform": "WEB", "scopes": ["TELEPORT"]})),
+        ("scopes", json!({"platform": "WEB", "scopes": []})),
+        (
+            "scopes",
+            json!({"platform": "WEB", "scopes": ["TILE", "TILE"]}),
+        ),
+        (
+            "description",
+            json!({"platform": "WEB", "scopes": ["TILE"], "description": "x".repeat(201)}),
+        ),
+        (
+            "deletionPolicy",
+            json!({"platform": "WEB", "scopes": ["TILE"], "deletionPolicy": "Shred"}),
+        ),
+        ("scopes", json!({"platform": "WEB"})),
+    ];
+    for (i, (field, spec)) in cases.into_iter().enumerate() {
+        assert_rejected(
+            api.create(
+                &pp,
+                &object("GebetaServiceAccount", &format!("bad-{i}"), spec),
+            )
+            .await,
+            field,
+        );
+    }
+}
+
+#[tokio::test]
+async fn platform_and_is_admin_are_immutable() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-immutable").await;
+    let api = gsa_api(&client, &ns);
+    api.create(
+        &PostParams::default(),
+        &object("GebetaServiceAccount", "acct", valid_account()),
+    )
+    .await
+    .unwrap();
+    let merge = |spec: Value| Patch::Merge(json!({"spec": spec}));
+    let pp = PatchParams::default();
+
+    assert_rejected(
+        api.patch("acct", &pp, &merge(json!({"platform": "IOS"})))
+            .await,
+        "platform is immutable",
+    );
+    assert_rejected(
+        api.patch("acct", &pp, &merge(json!({"isAdmin": true})))
+            .await,
+        "isAdmin is immutable",
+    );
+    // Mutable fields still change.
+    let patched = api
+        .patch(
+            "acct",
+            &pp,
+            &merge(json!({"description": "renamed", "suspended": true})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["spec"]["description"], "renamed");
+}
+
+#[tokio::test]
+async fn invalid_access_tokens_are_refused_with_the_field_named() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-gat-bad").await;
+    let api = gat_api(&client, &ns);
+    let pp = PostParams::default();
+    let with = |path: &str, value: Value| {
+        let mut spec = valid_token();
+        spec[path] = value;
+        spec
+    };
+    let both =
+        json!({"serviceAccountRef": {"name": "a"}, "secretKeyRef": {"name": "s", "key": "k"}});
+    let cases = [
+        (
+            "exactly one of serviceAccountRef or secretKeyRef",
+            with("clientToken", both),
+        ),
+        (
+            "exactly one of serviceAccountRef or secretKeyRef",
+            with("serverToken", json!({})),
+        ),
+        ("refreshBefore", with("refreshBefore", json!("ten minutes"))),
+        ("refreshBefore", with("refreshBefore", json!("1d"))),
+        ("secretName", with("secretName", json!("Not_A_Name"))),
+        (
+            "kind",
+            with(
+                "rolloutRestartTargets",
+                json!([{"kind": "Pod", "name": "x"}]),
+            ),
+        ),
+    ];
+    for (i, (field, spec)) in cases.into_iter().enumerate() {
+        assert_rejected(
+            api.create(&pp, &object("GebetaAccessToken", &format!("bad-{i}"), spec))
+                .await,
+            field,
+        );
+    }
+
+    api.create(&pp, &object("GebetaAccessToken", "ok", valid_token()))
+        .await
+        .unwrap();
+    let rename = Patch::Merge(json!({"spec": {"secretName": "elsewhere"}}));
+    assert_rejected(
+        api.patch("ok", &PatchParams::default(), &rename).await,
+        "secretName is immutable",
+    );
+}
+
+#[tokio::test]
+async fn kubectl_shows_the_printer_columns() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-kubectl").await;
+    gsa_api(&client, &ns)
+        .create(
+            &PostParams::default(),
+            &object("GebetaServiceAccount", "acct", valid_account()),
+        )
+        .await
+        .unwrap();
+    gat_api(&client, &ns)
+        .create(
+            &PostParams::default(),
+            &object("GebetaAccessToken", "tok", valid_token()),
+        )
+        .await
+        .unwrap();
+
+    let cp = support::control_plane();
+    let out = std::process::Command::new(cp.bin_dir().join("kubectl"))
+        .arg(format!("--kubeconfig={}", cp.kubeconfig_path().display()))
+        .args(["get", "gsa,gat", "-n", &ns])
+        .output()
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for header in ["PLATFORM", "STATE", "READY", "AGE", "SECRET", "EXPIRES"] {
+        assert!(
+            stdout.contains(header),
+            "kubectl output lacks {header}:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("gebetaserviceaccount.gebeta.app/acct") && stdout.contains("WEB"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gebetaaccesstoken.gebeta.app/tok") && stdout.contains("maps-token"),
+        "{stdout}"
+    );
+}
