@@ -2,6 +2,7 @@
 //! client, metrics, the event recorder and settings.
 
 pub mod conditions;
+pub mod service_account;
 
 use std::{sync::Arc, time::Duration};
 
@@ -130,6 +131,27 @@ impl WatchScope {
         }
     }
 
+    /// The watched namespaces, `None` standing for all namespaces.
+    pub fn namespaces(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().cloned().map(Some).collect()
+        }
+    }
+
+    /// An `Api` in namespace `ns`, or across all namespaces for `None`.
+    pub fn api_in<K>(&self, client: &Client, ns: Option<&str>) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        }
+    }
+
     /// The watcher configuration for the primary resource.
     pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
         let config = kube::runtime::watcher::Config::default().any_semantic();
@@ -199,7 +221,5 @@ pub async fn run_all(
     shutdown: tokio_util::sync::CancellationToken,
     readiness: Readiness,
 ) {
-    // Controllers are added here as they land; each runs until `shutdown` is cancelled.
-    let _ = (ctx, scope, readiness);
-    shutdown.cancelled().await;
+    service_account::run(ctx, scope, shutdown, readiness).await;
 }

@@ -13,6 +13,8 @@ pub const DEFAULT_TOKEN_KEY: &str = "token";
 pub const DEFAULT_EXPIRES_AT_KEY: &str = "expiresAt";
 
 /// Desired state of an access token kept fresh in a Secret.
+// Each printcolumn(...) repeats name/type_/json_path keys, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "gebeta.app",

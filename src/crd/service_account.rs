@@ -11,6 +11,8 @@ use crate::gebeta::model::{AccountState, Platform, Scope};
 pub const MAX_DESCRIPTION_LEN: usize = 200;
 
 /// Desired state of a Gebeta service account.
+// Each printcolumn(...) repeats name/type_/json_path keys, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "gebeta.app",

@@ -1,0 +1,1103 @@
+//! The `GebetaServiceAccount` controller: one upstream service account per object, created,
+//! patched, suspended, reactivated, rotated and deleted to match the spec.
+//!
+//! Shape: `reconcile` runs kube's finalizer helper and dispatches to [`apply`] or [`cleanup`].
+//! `apply` fetches credentials and the upstream account, decides with the pure functions in
+//! [`plan`], acts, and writes status only when it changed.
+//!
+//! # Crash-safe creation
+//! The API returns an account's token once, at creation, and has no idempotency key. So:
+//! 1. `status.pendingCreation` is written before the create call;
+//! 2. the token is written to its Secret (annotated with the account id) before anything else;
+//! 3. then `status.accountId` is recorded and `pendingCreation` cleared.
+//!
+//! A reconcile that finds `pendingCreation` set lists the organization's accounts and takes
+//! every account whose description carries this object's marker ([`plan::marker`]): the one
+//! named by the token Secret's annotation is kept (its token was stored); every other one is
+//! deleted (its token is lost), and creation starts over if none was kept. Whatever moment
+//! the operator dies, the object ends with exactly one live account and no orphan.
+
+pub mod plan;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, future::join_all};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{ObjectReference, Secret},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        finalizer::{Event as Finalizer, finalizer},
+        watcher,
+    },
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope, conditions,
+};
+use crate::{
+    crd::{
+        DeletionPolicy, GebetaServiceAccount, GebetaServiceAccountStatus,
+        service_account::PendingCreation,
+    },
+    gebeta::{self, AccountPatch, AccountState, Token},
+};
+
+/// Holds an object until its upstream account is cleaned up according to `deletionPolicy`.
+pub const FINALIZER: &str = "gebeta.app/upstream-account";
+/// Set to a new value to get a fresh account (and token); the old one is retired according to
+/// `deletionPolicy`. Also the way out of `RevokedUpstream`.
+pub const ROTATE_ANNOTATION: &str = "gebeta.app/rotate";
+/// `"true"` lets a deletion finish without touching the upstream account (for when cleanup can
+/// never succeed, e.g. the management credentials are gone for good).
+pub const SKIP_CLEANUP_ANNOTATION: &str = "gebeta.app/skip-upstream-cleanup";
+/// On the token Secret: the id of the account whose token it holds.
+pub const ACCOUNT_ID_ANNOTATION: &str = "gebeta.app/account-id";
+/// On the token Secret: the name of the owning GebetaServiceAccount.
+pub const SERVICE_ACCOUNT_LABEL: &str = "gebeta.app/service-account";
+/// Key of the token in the token Secret.
+pub const TOKEN_KEY: &str = "token";
+
+const CONTROLLER: &str = "service_account";
+const CONCURRENCY: u16 = 16;
+
+/// Failures that end a reconcile with an error (Kubernetes trouble); Gebeta and input problems
+/// are reported in status instead and never reach here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("upstream cleanup failed: {0}")]
+    Cleanup(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Cleanup(_) => "cleanup",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// A problem reported in status: a stable reason, a message without secrets, and when to look
+/// again.
+#[derive(Debug)]
+struct Failure {
+    reason: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn upstream(err: &gebeta::Error, doing: &str) -> Self {
+        let reason = match err {
+            gebeta::Error::Unauthorized { .. } => "InvalidCredentials",
+            gebeta::Error::Validation { .. } => "UpstreamRejected",
+            gebeta::Error::Config { .. } => "ConfigurationError",
+            _ => "UpstreamUnavailable",
+        };
+        Failure {
+            reason,
+            message: format!("{doing}: {err}"),
+            retry_after: err.retry_after(),
+        }
+    }
+}
+
+impl From<kube::Error> for Failure {
+    fn from(err: kube::Error) -> Self {
+        Failure::new("KubernetesError", err.to_string())
+    }
+}
+
+/// State of the controller beyond the shared context.
+struct Reconciler {
+    ctx: Arc<Context>,
+    /// Consecutive failures per object UID, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// When each object's next upstream comparison is due, and at which generation: a reconcile
+    /// triggered by our own writes or by a restart makes no Gebeta call until the resync is due.
+    checked: Mutex<HashMap<String, (Instant, Option<i64>)>>,
+}
+
+impl Reconciler {
+    fn backoff(&self, uid: &str, floor: Option<Duration>) -> Duration {
+        let mut failures = self.failures.lock().expect("not poisoned");
+        let n = failures.entry(uid.to_string()).or_default();
+        *n = n.saturating_add(1);
+        let base = Duration::from_secs(2)
+            .saturating_mul(1 << (*n - 1).min(8))
+            .min(Duration::from_secs(300));
+        with_jitter(base.max(floor.unwrap_or_default()), 0.2)
+    }
+
+    fn succeeded(&self, uid: &str) {
+        self.failures.lock().expect("not poisoned").remove(uid);
+    }
+
+    /// The time until the next upstream comparison is due, or None when it is due now.
+    /// After a restart the first comparison of each healthy object is spread over one resync
+    /// interval, so a restart never stampedes the API.
+    fn resync_due_in(&self, uid: &str, generation: Option<i64>, healthy: bool) -> Option<Duration> {
+        if !healthy {
+            return None;
+        }
+        let now = Instant::now();
+        let mut checked = self.checked.lock().expect("not poisoned");
+        match checked.get(uid) {
+            Some((due, seen)) if *seen == generation => {
+                due.checked_duration_since(now).filter(|d| !d.is_zero())
+            }
+            Some(_) => None,
+            None => {
+                let delay = self
+                    .ctx
+                    .settings
+                    .resync_interval
+                    .mul_f64(rand::random::<f64>());
+                checked.insert(uid.to_string(), (now + delay, generation));
+                Some(delay)
+            }
+        }
+    }
+
+    fn mark_checked(&self, uid: &str, generation: Option<i64>) {
+        let due = Instant::now() + self.ctx.settings.resync_interval;
+        self.checked
+            .lock()
+            .expect("not poisoned")
+            .insert(uid.to_string(), (due, generation));
+    }
+
+    fn forget(&self, uid: &str) {
+        self.checked.lock().expect("not poisoned").remove(uid);
+        self.failures.lock().expect("not poisoned").remove(uid);
+    }
+}
+
+fn with_jitter(base: Duration, fraction: f64) -> Duration {
+    let factor = 1.0 + fraction * (2.0 * rand::random::<f64>() - 1.0);
+    base.mul_f64(factor.max(0.0))
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: WatchScope,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) {
+    let reconciler = Arc::new(Reconciler {
+        ctx: ctx.clone(),
+        failures: Mutex::default(),
+        checked: Mutex::default(),
+    });
+    let secrets_config = watcher::Config::default()
+        .labels(SERVICE_ACCOUNT_LABEL)
+        .any_semantic();
+    let controllers = scope.namespaces().into_iter().map(|ns| {
+        let api: Api<GebetaServiceAccount> = scope.api_in(&ctx.kube, ns.as_deref());
+        let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
+        let controller = Controller::new(api, scope.watcher_config())
+            .owns(secrets, secrets_config.clone())
+            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        readiness.track(controller.store());
+        let reconciler = reconciler.clone();
+        async move {
+            controller
+                .run(reconcile, error_policy, reconciler)
+                .for_each(|result| async move {
+                    if let Err(err) = result {
+                        tracing::debug!(%err, "service account reconcile ended with an error");
+                    }
+                })
+                .await
+        }
+    });
+    join_all(controllers).await;
+}
+
+async fn reconcile(gsa: Arc<GebetaServiceAccount>, rec: Arc<Reconciler>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = gsa.namespace().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %gsa.name_any());
+    let api: Api<GebetaServiceAccount> = Api::namespaced(rec.ctx.kube.clone(), &ns);
+    let result = tracing::Instrument::instrument(
+        finalizer(&api, FINALIZER, gsa, |event| async {
+            match event {
+                Finalizer::Apply(gsa) => apply(&gsa, &api, &rec).await,
+                Finalizer::Cleanup(gsa) => cleanup(&gsa, &api, &rec).await,
+            }
+        }),
+        span,
+    )
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    rec.ctx
+        .metrics
+        .observe_reconcile(CONTROLLER, label, started.elapsed());
+    result
+}
+
+fn error_policy(gsa: Arc<GebetaServiceAccount>, err: &Error, rec: Arc<Reconciler>) -> Action {
+    let delay = rec.backoff(&gsa.uid().unwrap_or_default(), None);
+    tracing::warn!(namespace = %gsa.namespace().unwrap_or_default(), name = %gsa.name_any(), %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The name of the Secret that holds the account's token.
+pub fn token_secret_name(gsa: &GebetaServiceAccount) -> String {
+    gsa.spec
+        .token_secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-token", gsa.name_any()))
+}
+
+fn object_ref(gsa: &GebetaServiceAccount) -> ObjectReference {
+    gsa.object_ref(&())
+}
+
+async fn apply(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    rec: &Reconciler,
+) -> Result<Action, Error> {
+    let ctx = &rec.ctx;
+    let uid = gsa.uid().unwrap_or_default();
+    let original = gsa.status.clone().unwrap_or_default();
+    let mut status = original.clone();
+    let generation = gsa.metadata.generation;
+    let rotate = gsa.annotations().get(ROTATE_ANNOTATION).cloned();
+    let rotation_requested = rotate.is_some() && rotate != status.observed_rotation;
+
+    let healthy = conditions::is_true(&status.conditions, conditions::READY)
+        && status.observed_generation == generation
+        && status.pending_creation.is_none()
+        && !rotation_requested
+        && status.account_id.is_some();
+    if let Some(due_in) = rec.resync_due_in(&uid, generation, healthy) {
+        // Nothing changed since the last comparison: only check the token Secret is still ours.
+        match check_token_secret(gsa, &status, ctx).await {
+            Ok(()) => return Ok(Action::requeue(due_in + Duration::from_secs(1))),
+            Err(failure) => return finish(gsa, api, rec, original, status, Err(failure)).await,
+        }
+    }
+
+    let outcome = sync(
+        gsa,
+        api,
+        rec,
+        &mut status,
+        rotation_requested.then_some(rotate).flatten(),
+    )
+    .await;
+    if outcome.is_ok() {
+        rec.mark_checked(&uid, generation);
+    }
+    finish(gsa, api, rec, original, status, outcome).await
+}
+
+/// Sets conditions from the outcome, writes status if it changed, emits an event when the
+/// Ready reason changes, and decides when to look again.
+async fn finish(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    rec: &Reconciler,
+    original: GebetaServiceAccountStatus,
+    mut status: GebetaServiceAccountStatus,
+    outcome: Result<(), Failure>,
+) -> Result<Action, Error> {
+    let ctx = &rec.ctx;
+    let uid = gsa.uid().unwrap_or_default();
+    let generation = gsa.metadata.generation;
+    let now = conditions::now_rfc3339();
+    let previous_reason =
+        conditions::get(&original.conditions, conditions::READY).map(|c| c.reason.clone());
+    status.observed_generation = generation;
+    let action = match &outcome {
+        Ok(()) => {
+            rec.succeeded(&uid);
+            let (reason, message) = match (status.state, status.adopted) {
+                (Some(AccountState::Suspended), _) => ("Suspended", "the account is suspended, as the spec asks".to_string()),
+                (_, true) => ("Ready", "the adopted account matches the spec; its token is not managed by the operator".to_string()),
+                _ => ("Ready", "the account is active and matches the spec".to_string()),
+            };
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                true,
+                reason,
+                message,
+                generation,
+                &now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::SYNCED,
+                true,
+                "Synced",
+                "",
+                generation,
+                &now,
+            );
+            Action::requeue(with_jitter(ctx.settings.resync_interval, 0.1))
+        }
+        Err(failure) => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::READY,
+                false,
+                failure.reason,
+                &failure.message,
+                generation,
+                &now,
+            );
+            conditions::set(
+                &mut status.conditions,
+                conditions::SYNCED,
+                false,
+                failure.reason,
+                &failure.message,
+                generation,
+                &now,
+            );
+            if previous_reason.as_deref() != Some(failure.reason) {
+                ctx.event(
+                    &object_ref(gsa),
+                    EventType::Warning,
+                    failure.reason,
+                    "Reconcile",
+                    failure.message.clone(),
+                )
+                .await;
+            }
+            tracing::info!(reason = failure.reason, message = %failure.message, "not ready");
+            Action::requeue(rec.backoff(&uid, failure.retry_after))
+        }
+    };
+    let recovered = outcome.is_ok()
+        && previous_reason
+            .as_deref()
+            .is_some_and(|r| r != "Ready" && r != "Suspended");
+    if recovered {
+        ctx.event(
+            &object_ref(gsa),
+            EventType::Normal,
+            "Recovered",
+            "Reconcile",
+            "the account is in sync again".into(),
+        )
+        .await;
+    }
+    if status != original {
+        write_status(api, &gsa.name_any(), &status).await?;
+    }
+    Ok(action)
+}
+
+async fn write_status(
+    api: &Api<GebetaServiceAccount>,
+    name: &str,
+    status: &GebetaServiceAccountStatus,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": "gebeta.app/v1alpha1",
+        "kind": "GebetaServiceAccount",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Loads the management credentials: the object's `userTokenSecretRef`, or the operator's
+/// default user token.
+async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, Failure> {
+    let ns = gsa.namespace().unwrap_or_default();
+    let (namespace, name, key) = match (
+        &gsa.spec.user_token_secret_ref,
+        &ctx.settings.default_user_token,
+    ) {
+        (Some(r), _) => (ns, r.name.clone(), r.key.clone()),
+        (None, Some(default)) => (
+            default.namespace.clone(),
+            default.name.clone(),
+            default.key.clone(),
+        ),
+        (None, None) => {
+            return Err(Failure::new(
+                "MissingCredentials",
+                "no management credentials: set spec.userTokenSecretRef or configure the operator's default user token",
+            ));
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
+    let secret = secrets.get_opt(&name).await?.ok_or_else(|| {
+        Failure::new(
+            "MissingCredentials",
+            format!("user token Secret {namespace}/{name} not found"),
+        )
+    })?;
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
+    match value {
+        Some(v) if !v.is_empty() => Ok(Token::new(v)),
+        Some(_) => Err(Failure::new(
+            "MissingCredentials",
+            format!("key {key:?} of Secret {namespace}/{name} is empty"),
+        )),
+        None => Err(Failure::new(
+            "MissingCredentials",
+            format!("Secret {namespace}/{name} has no key {key:?}"),
+        )),
+    }
+}
+
+/// Brings the upstream account in line with the spec. Writes status itself where crash
+/// safety requires it (before and after creating an account).
+async fn sync(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    rec: &Reconciler,
+    status: &mut GebetaServiceAccountStatus,
+    rotation: Option<String>,
+) -> Result<(), Failure> {
+    let ctx = &rec.ctx;
+    let user = user_token(gsa, ctx).await?;
+    let uid = gsa.uid().unwrap_or_default();
+
+    if status.pending_creation.is_some() {
+        recover_pending_creation(gsa, api, ctx, &user, status).await?;
+    }
+
+    if let Some(requested) = rotation {
+        if status.adopted {
+            return Err(Failure::new(
+                "RotationUnsupported",
+                "an adopted account cannot be rotated: its token is not managed by the operator",
+            ));
+        }
+        if status.account_id.is_some() {
+            let old = status.account_id.clone();
+            create(gsa, api, ctx, &user, status).await?;
+            if let Some(old) = old {
+                retire(ctx, &user, &old, gsa.spec.deletion_policy).await?;
+            }
+            ctx.event(
+                &object_ref(gsa),
+                EventType::Normal,
+                "Rotated",
+                "Rotate",
+                format!(
+                    "created account {} with a new token",
+                    status.account_id.as_deref().unwrap_or_default()
+                ),
+            )
+            .await;
+        }
+        status.observed_rotation = Some(requested);
+    }
+
+    let account = match (status.account_id.clone(), gsa.spec.account_id.clone()) {
+        (Some(id), _) => match ctx.gebeta.get_account(&user, &id).await {
+            Ok(account) => Some(account),
+            Err(err) if err.is_not_found() && status.adopted => {
+                return Err(Failure::new(
+                    "AdoptedAccountNotFound",
+                    format!("account {id} named in spec.accountId does not exist upstream"),
+                ));
+            }
+            Err(err) if err.is_not_found() => {
+                ctx.event(
+                    &object_ref(gsa),
+                    EventType::Warning,
+                    "AccountDeletedUpstream",
+                    "Recreate",
+                    format!("account {id} was deleted outside Kubernetes; creating a new one"),
+                )
+                .await;
+                status.account_id = None;
+                status.state = None;
+                status.created_at = None;
+                None
+            }
+            Err(err) => return Err(Failure::upstream(&err, "reading the account")),
+        },
+        (None, Some(adopt)) => match ctx.gebeta.get_account(&user, &adopt).await {
+            Ok(account) => {
+                status.account_id = Some(adopt.clone());
+                status.adopted = true;
+                ctx.event(
+                    &object_ref(gsa),
+                    EventType::Normal,
+                    "Adopted",
+                    "Adopt",
+                    format!("managing existing account {adopt}"),
+                )
+                .await;
+                Some(account)
+            }
+            Err(err) if err.is_not_found() => {
+                return Err(Failure::new(
+                    "AdoptedAccountNotFound",
+                    format!("account {adopt} named in spec.accountId does not exist upstream"),
+                ));
+            }
+            Err(err) => return Err(Failure::upstream(&err, "reading the account to adopt")),
+        },
+        (None, None) => None,
+    };
+
+    let account = match account {
+        Some(account) => account,
+        None => {
+            create(gsa, api, ctx, &user, status).await?;
+            return check_token_secret(gsa, status, ctx).await;
+        }
+    };
+
+    status.state = Some(account.status);
+    status.created_at = account.created_at.clone();
+    if account.status == AccountState::Revoked {
+        return Err(Failure::new(
+            "RevokedUpstream",
+            format!(
+                "account {} was revoked upstream; it is not recreated automatically. Set the annotation {ROTATE_ANNOTATION} to a new value to get a new account",
+                account.id
+            ),
+        ));
+    }
+    let owner_uid = (!status.adopted).then_some(uid.as_str());
+    let immutable = plan::immutable_mismatch(&gsa.spec, &account);
+    if !immutable.is_empty() {
+        return Err(Failure::new(
+            "ImmutableFieldMismatch",
+            format!(
+                "upstream {} differs from the spec and cannot be changed; set {ROTATE_ANNOTATION} to replace the account",
+                immutable.join(", ")
+            ),
+        ));
+    }
+    let (patch, changed) = plan::drift(&gsa.spec, &account, owner_uid);
+    if !patch.is_empty() {
+        let updated = ctx
+            .gebeta
+            .patch_account(&user, &account.id, &patch)
+            .await
+            .map_err(|e| Failure::upstream(&e, "updating the account"))?;
+        status.state = Some(updated.status);
+        announce_patch(
+            gsa,
+            ctx,
+            &account.id,
+            &patch,
+            &changed,
+            status.observed_generation == gsa.metadata.generation,
+        )
+        .await;
+    }
+    if status.adopted {
+        return Ok(());
+    }
+    check_token_secret(gsa, status, ctx).await
+}
+
+async fn announce_patch(
+    gsa: &GebetaServiceAccount,
+    ctx: &Context,
+    id: &str,
+    patch: &AccountPatch,
+    changed: &[&str],
+    spec_unchanged: bool,
+) {
+    let (reason, note) = match patch.status {
+        _ if spec_unchanged => (
+            "DriftCorrected",
+            format!(
+                "account {id} was changed outside Kubernetes; restored {}",
+                changed.join(", ")
+            ),
+        ),
+        Some(AccountState::Suspended) => ("Suspended", format!("account {id} suspended")),
+        Some(AccountState::Active) => ("Reactivated", format!("account {id} reactivated")),
+        _ => (
+            "Updated",
+            format!("account {id}: updated {}", changed.join(", ")),
+        ),
+    };
+    ctx.event(&object_ref(gsa), EventType::Normal, reason, "Update", note)
+        .await;
+}
+
+/// After a crash between the create call and recording its result: keep the account whose
+/// token reached the Secret, delete every other account carrying this object's marker.
+async fn recover_pending_creation(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    ctx: &Context,
+    user: &Token,
+    status: &mut GebetaServiceAccountStatus,
+) -> Result<(), Failure> {
+    let uid = gsa.uid().unwrap_or_default();
+    let accounts = ctx.gebeta.list_accounts(user).await.map_err(|e| {
+        Failure::upstream(&e, "listing accounts to recover an interrupted creation")
+    })?;
+    let secret = secrets_api(gsa, ctx)
+        .get_opt(&token_secret_name(gsa))
+        .await?;
+    let stored = secret
+        .as_ref()
+        .filter(|s| owned_by(s, gsa))
+        .and_then(|s| s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned());
+    let mut kept = None;
+    for account in accounts
+        .iter()
+        .filter(|a| plan::marker_uid(&a.description) == Some(uid.as_str()))
+    {
+        if Some(&account.id) == status.account_id.as_ref() {
+            continue;
+        }
+        if Some(&account.id) == stored.as_ref() && account.status != AccountState::Revoked {
+            kept = Some(account.clone());
+            continue;
+        }
+        delete_upstream(ctx, user, &account.id)
+            .await
+            .map_err(|e| Failure::upstream(&e, "deleting an account whose token was lost"))?;
+        ctx.event(
+            &object_ref(gsa),
+            EventType::Normal,
+            "OrphanDeleted",
+            "Recover",
+            format!(
+                "deleted account {} created before an interruption; its token was never stored",
+                account.id
+            ),
+        )
+        .await;
+    }
+    let previous = status.account_id.clone();
+    if let Some(account) = kept {
+        status.account_id = Some(account.id.clone());
+        status.state = Some(account.status);
+        status.created_at = account.created_at.clone();
+        status.token_secret_name = Some(token_secret_name(gsa));
+        ctx.event(
+            &object_ref(gsa),
+            EventType::Normal,
+            "Recovered",
+            "Recover",
+            format!(
+                "recorded account {} created before an interruption",
+                account.id
+            ),
+        )
+        .await;
+    }
+    status.pending_creation = None;
+    write_status(api, &gsa.name_any(), status).await?;
+    // A rotation that got as far as storing the new token retires the old account now.
+    if let (Some(old), Some(new)) = (previous, status.account_id.clone())
+        && old != new
+    {
+        retire(ctx, user, &old, gsa.spec.deletion_policy).await?;
+    }
+    Ok(())
+}
+
+/// Creates the account, stores its token, records its id — in that order, see the module docs.
+async fn create(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    ctx: &Context,
+    user: &Token,
+    status: &mut GebetaServiceAccountStatus,
+) -> Result<(), Failure> {
+    let uid = gsa.uid().unwrap_or_default();
+    let secrets = secrets_api(gsa, ctx);
+    let secret_name = token_secret_name(gsa);
+    if let Some(existing) = secrets.get_opt(&secret_name).await?
+        && !owned_by(&existing, gsa)
+    {
+        return Err(Failure::new(
+            "SecretConflict",
+            format!(
+                "Secret {secret_name} exists and is not managed by this GebetaServiceAccount; refusing to overwrite it"
+            ),
+        ));
+    }
+
+    status.pending_creation = Some(PendingCreation {
+        started_at: conditions::now_rfc3339(),
+    });
+    write_status(api, &gsa.name_any(), status).await?;
+
+    let created = match ctx
+        .gebeta
+        .create_account(user, &plan::account_config(&gsa.spec, &uid))
+        .await
+    {
+        Ok(created) => created,
+        Err(err @ gebeta::Error::CreateOutcomeUnknown { .. }) => {
+            // The account may exist: the next reconcile lists accounts to find out.
+            let mut failure = Failure::upstream(
+                &err,
+                "creating the account (outcome unknown, will check upstream)",
+            );
+            failure.retry_after = Some(Duration::from_secs(2));
+            return Err(failure);
+        }
+        Err(err) => {
+            // Refused before anything was created.
+            status.pending_creation = None;
+            return Err(Failure::upstream(&err, "creating the account"));
+        }
+    };
+    let account = created.account;
+
+    if let Err(err) = store_token(gsa, &secrets, &secret_name, &account.id, &created.token).await {
+        // The token exists only in memory: without it the account is useless, so remove it
+        // rather than leave an orphan (the pending marker makes the next reconcile check).
+        if let Err(cleanup) = delete_upstream(ctx, user, &account.id).await {
+            tracing::warn!(account = %account.id, %cleanup, "could not delete an account whose token could not be stored");
+        }
+        return Err(Failure::new(
+            "KubernetesError",
+            format!("storing the new account's token in Secret {secret_name}: {err}"),
+        ));
+    }
+
+    status.account_id = Some(account.id.clone());
+    status.state = Some(account.status);
+    status.created_at = account.created_at.clone();
+    status.token_secret_name = Some(secret_name.clone());
+    status.adopted = false;
+    status.pending_creation = None;
+    write_status(api, &gsa.name_any(), status).await?;
+    ctx.event(
+        &object_ref(gsa),
+        EventType::Normal,
+        "Created",
+        "Create",
+        format!(
+            "created account {} and stored its token in Secret {secret_name}",
+            account.id
+        ),
+    )
+    .await;
+
+    let desired = plan::desired_state(&gsa.spec);
+    if account.status != desired {
+        let patch = AccountPatch {
+            status: Some(desired),
+            ..Default::default()
+        };
+        let updated = ctx
+            .gebeta
+            .patch_account(user, &account.id, &patch)
+            .await
+            .map_err(|e| Failure::upstream(&e, "setting the new account's state"))?;
+        status.state = Some(updated.status);
+    }
+    Ok(())
+}
+
+/// Writes the token Secret, retrying briefly: the token cannot be fetched again.
+async fn store_token(
+    gsa: &GebetaServiceAccount,
+    secrets: &Api<Secret>,
+    name: &str,
+    account_id: &str,
+    token: &Token,
+) -> Result<(), kube::Error> {
+    let secret = token_secret(gsa, name, account_id, token);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut attempt = 0;
+    loop {
+        match secrets.patch(name, &params, &Patch::Apply(&secret)).await {
+            Ok(_) => return Ok(()),
+            Err(err) if attempt < 4 => {
+                attempt += 1;
+                tracing::warn!(%err, attempt, "storing the token failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * (1 << attempt))).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The desired token Secret: owned by the object, labelled, annotated with the account id.
+pub fn token_secret(
+    gsa: &GebetaServiceAccount,
+    name: &str,
+    account_id: &str,
+    token: &Token,
+) -> Secret {
+    let mut data = BTreeMap::new();
+    data.insert(
+        TOKEN_KEY.to_string(),
+        ByteString(token.expose().as_bytes().to_vec()),
+    );
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: gsa.namespace(),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (SERVICE_ACCOUNT_LABEL.to_string(), gsa.name_any()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                ACCOUNT_ID_ANNOTATION.to_string(),
+                account_id.to_string(),
+            )])),
+            owner_references: gsa.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+fn secrets_api(gsa: &GebetaServiceAccount, ctx: &Context) -> Api<Secret> {
+    Api::namespaced(ctx.kube.clone(), &gsa.namespace().unwrap_or_default())
+}
+
+/// Whether the Secret was written by the operator for this object.
+fn owned_by(secret: &Secret, gsa: &GebetaServiceAccount) -> bool {
+    let uid = gsa.uid();
+    secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && secret
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == uid.as_ref())
+}
+
+/// An owned account's token Secret must exist and be ours: the token cannot be fetched again.
+async fn check_token_secret(
+    gsa: &GebetaServiceAccount,
+    status: &GebetaServiceAccountStatus,
+    ctx: &Context,
+) -> Result<(), Failure> {
+    if status.adopted || status.account_id.is_none() {
+        return Ok(());
+    }
+    let name = token_secret_name(gsa);
+    match secrets_api(gsa, ctx).get_opt(&name).await? {
+        Some(secret) if owned_by(&secret, gsa) => Ok(()),
+        Some(_) => Err(Failure::new(
+            "SecretConflict",
+            format!("Secret {name} is no longer managed by this GebetaServiceAccount"),
+        )),
+        None => Err(Failure::new(
+            "TokenSecretMissing",
+            format!(
+                "Secret {name} with the account's token was deleted; the API cannot return the token again. Set the annotation {ROTATE_ANNOTATION} to a new value to get a new account"
+            ),
+        )),
+    }
+}
+
+/// Revokes then deletes an account; an account already gone counts as deleted.
+async fn delete_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
+    revoke_upstream(ctx, user, id).await?;
+    match ctx.gebeta.delete_account(user, id).await {
+        Err(err) if !err.is_not_found() => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// Revokes an account; one already revoked (400 on PATCH) or gone counts as revoked.
+async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
+    let patch = AccountPatch {
+        status: Some(AccountState::Revoked),
+        ..Default::default()
+    };
+    match ctx.gebeta.patch_account(user, id, &patch).await {
+        Ok(_) => Ok(()),
+        Err(err) if err.is_not_found() || matches!(err, gebeta::Error::Validation { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Disposes of an account the object no longer uses, according to the deletion policy.
+async fn retire(
+    ctx: &Context,
+    user: &Token,
+    id: &str,
+    policy: DeletionPolicy,
+) -> Result<(), Failure> {
+    let result = match policy {
+        DeletionPolicy::Delete => delete_upstream(ctx, user, id).await,
+        DeletionPolicy::Revoke => revoke_upstream(ctx, user, id).await,
+        DeletionPolicy::Orphan => Ok(()),
+    };
+    result.map_err(|e| Failure::upstream(&e, "retiring the replaced account"))
+}
+
+async fn cleanup(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    rec: &Reconciler,
+) -> Result<Action, Error> {
+    let ctx = &rec.ctx;
+    let uid = gsa.uid().unwrap_or_default();
+    let status = gsa.status.clone().unwrap_or_default();
+    let oref = object_ref(gsa);
+    if gsa
+        .annotations()
+        .get(SKIP_CLEANUP_ANNOTATION)
+        .map(String::as_str)
+        == Some("true")
+    {
+        ctx.event(
+            &oref,
+            EventType::Warning,
+            "UpstreamCleanupSkipped",
+            "Delete",
+            format!("{SKIP_CLEANUP_ANNOTATION} is set: the upstream account is left as it is"),
+        )
+        .await;
+        rec.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    let policy = gsa.spec.deletion_policy;
+    if policy == DeletionPolicy::Orphan
+        || (status.account_id.is_none() && status.pending_creation.is_none())
+    {
+        if let Some(id) = &status.account_id {
+            ctx.event(
+                &oref,
+                EventType::Normal,
+                "Orphaned",
+                "Delete",
+                format!("deletionPolicy Orphan: account {id} is left upstream"),
+            )
+            .await;
+        }
+        rec.forget(&uid);
+        return Ok(Action::await_change());
+    }
+
+    let result = async {
+        let user = user_token(gsa, ctx).await?;
+        let mut ids: Vec<String> = status.account_id.iter().cloned().collect();
+        if status.pending_creation.is_some() {
+            let accounts = ctx
+                .gebeta
+                .list_accounts(&user)
+                .await
+                .map_err(|e| Failure::upstream(&e, "listing accounts"))?;
+            ids.extend(
+                accounts
+                    .into_iter()
+                    .filter(|a| plan::marker_uid(&a.description) == Some(uid.as_str()))
+                    .map(|a| a.id),
+            );
+            ids.dedup();
+        }
+        for id in &ids {
+            match policy {
+                DeletionPolicy::Delete => delete_upstream(ctx, &user, id)
+                    .await
+                    .map_err(|e| Failure::upstream(&e, "deleting the account"))?,
+                _ => revoke_upstream(ctx, &user, id)
+                    .await
+                    .map_err(|e| Failure::upstream(&e, "revoking the account"))?,
+            }
+        }
+        Ok::<_, Failure>(ids)
+    }
+    .await;
+
+    match result {
+        Ok(ids) => {
+            let (reason, verb) = if policy == DeletionPolicy::Delete {
+                ("Deleted", "deleted")
+            } else {
+                ("Revoked", "revoked")
+            };
+            for id in ids {
+                ctx.event(
+                    &oref,
+                    EventType::Normal,
+                    reason,
+                    "Delete",
+                    format!("account {id} {verb} upstream"),
+                )
+                .await;
+            }
+            rec.forget(&uid);
+            Ok(Action::await_change())
+        }
+        Err(failure) => {
+            let message = format!(
+                "cannot clean up the upstream account ({}): {}. The object stays until this succeeds; to delete it without touching the upstream account, set the annotation {SKIP_CLEANUP_ANNOTATION}=true",
+                failure.reason, failure.message
+            );
+            let mut new_status = status.clone();
+            let now = conditions::now_rfc3339();
+            conditions::set(
+                &mut new_status.conditions,
+                conditions::READY,
+                false,
+                "CleanupFailed",
+                &message,
+                gsa.metadata.generation,
+                &now,
+            );
+            if new_status != status {
+                ctx.event(
+                    &oref,
+                    EventType::Warning,
+                    "CleanupFailed",
+                    "Delete",
+                    message.clone(),
+                )
+                .await;
+                write_status(api, &gsa.name_any(), &new_status).await?;
+            }
+            Err(Error::Cleanup(message))
+        }
+    }
+}

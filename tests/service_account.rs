@@ -1,0 +1,866 @@
+//! The GebetaServiceAccount controller against a real API server and the simulator.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use gebeta_operator::{
+    controllers::{
+        Context, Readiness, SecretLocation, Settings, WatchScope,
+        service_account::{
+            self, ACCOUNT_ID_ANNOTATION, FINALIZER, ROTATE_ANNOTATION, SKIP_CLEANUP_ANNOTATION,
+        },
+    },
+    crd::{GebetaServiceAccount, GebetaServiceAccountStatus},
+    gebeta::{AccountState, ClientConfig, GebetaClient, Platform, RetryPolicy, Scope, Token},
+    metrics::Metrics,
+    sim::{Fault, Sim, SimConfig, SimHandle},
+};
+use k8s_openapi::{
+    ByteString,
+    api::{core::v1::Secret, events::v1::Event},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const USER_TOKEN: &str = "sim-user-token";
+
+/// One test's world: a namespace, a simulator, and the controller running in-process.
+struct Fixture {
+    client: Client,
+    ns: String,
+    sim: SimHandle,
+    operator: Option<Operator>,
+    resync: Duration,
+}
+
+struct Operator {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Self {
+        Self::with_resync(prefix, Duration::from_secs(3600)).await
+    }
+
+    async fn with_resync(prefix: &str, resync: Duration) -> Self {
+        let client = support::client();
+        let ns = support::namespace(&client, prefix).await;
+        let sim = Sim::start(SimConfig::default())
+            .await
+            .expect("start the simulator");
+        let mut fixture = Fixture {
+            client,
+            ns,
+            sim,
+            operator: None,
+            resync,
+        };
+        fixture.put_user_token(USER_TOKEN).await;
+        fixture.start();
+        fixture
+    }
+
+    fn start(&mut self) {
+        let gebeta = GebetaClient::new(ClientConfig {
+            base_url: self.sim.base_url(),
+            request_timeout: Duration::from_secs(2),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                max_retry_after: Duration::from_secs(2),
+                max_total_wait: Duration::from_secs(3),
+            },
+            ..ClientConfig::default()
+        })
+        .expect("a Gebeta client");
+        let settings = Settings {
+            default_user_token: Some(SecretLocation {
+                namespace: self.ns.clone(),
+                name: "gebeta-user".into(),
+                key: "token".into(),
+            }),
+            resync_interval: self.resync,
+            ..Settings::default()
+        };
+        let ctx = Context::new(self.client.clone(), gebeta, Metrics::new(), settings);
+        let scope = WatchScope {
+            namespaces: vec![self.ns.clone()],
+            label_selector: None,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(service_account::run(
+            ctx,
+            scope,
+            shutdown.clone(),
+            Readiness::default(),
+        ));
+        self.operator = Some(Operator { shutdown, task });
+    }
+
+    /// Stops the controller the way a crash does: its in-flight work is simply dropped.
+    fn kill(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.shutdown.cancel();
+            op.task.abort();
+        }
+    }
+
+    async fn put_user_token(&self, value: &str) {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("gebeta-user".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "token".to_string(),
+                ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        self.secrets()
+            .patch(
+                "gebeta-user",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn gsas(&self) -> Api<GebetaServiceAccount> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn create(&self, name: &str, spec: serde_json::Value) {
+        let gsa: GebetaServiceAccount =
+            serde_json::from_value(json!({"apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaServiceAccount", "metadata": {"name": name}, "spec": spec}))
+                .unwrap();
+        self.gsas()
+            .create(&PostParams::default(), &gsa)
+            .await
+            .unwrap();
+    }
+
+    async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.gsas()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) {
+        self.gsas()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the object's Ready condition has `reason` (and the status passes `extra`).
+    async fn wait_reason(&self, name: &str, reason: &str) -> GebetaServiceAccountStatus {
+        let api = self.gsas();
+        support::eventually(DEADLINE, &format!("{name} Ready reason {reason}"), || {
+            let api = api.clone();
+            async move {
+                let status = api.get(name).await.ok()?.status?;
+                let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+                (ready.reason == reason && status.observed_generation.is_some()).then_some(status)
+            }
+        })
+        .await
+    }
+
+    async fn wait_ready(&self, name: &str) -> GebetaServiceAccountStatus {
+        let status = self.wait_reason(name, "Ready").await;
+        assert_eq!(
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .unwrap()
+                .status,
+            "True"
+        );
+        status
+    }
+
+    async fn token_of(&self, name: &str) -> (String, String) {
+        let secret = self
+            .secrets()
+            .get(&format!("{name}-token"))
+            .await
+            .expect("token Secret");
+        let token = String::from_utf8(secret.data.as_ref().unwrap()["token"].0.clone()).unwrap();
+        (secret.annotations()[ACCOUNT_ID_ANNOTATION].clone(), token)
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let api = self.gsas();
+        support::eventually(DEADLINE, &format!("{name} deleted"), || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    }
+
+    async fn events(&self) -> Vec<(String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
+    fn gebeta(&self) -> GebetaClient {
+        GebetaClient::new(ClientConfig {
+            base_url: self.sim.base_url(),
+            ..ClientConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// Accounts upstream that carry this object's ownership marker.
+    fn marked_accounts(&self, uid: &str) -> Vec<gebeta_operator::sim::SimAccount> {
+        self.sim
+            .live_accounts()
+            .into_iter()
+            .filter(|a| a.description.contains(uid))
+            .collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn web_account(description: &str) -> serde_json::Value {
+    json!({"platform": "WEB", "description": description, "scopes": ["TILE", "DIRECTION"]})
+}
+
+#[tokio::test]
+async fn created_accounts_become_ready_with_working_tokens() {
+    let f = Fixture::new("gsa-create").await;
+    f.create("client", web_account("maps client")).await;
+    f.create(
+        "server",
+        json!({"platform": "DESKTOP", "scopes": ["TILE"], "description": "maps server"}),
+    )
+    .await;
+    let client_status = f.wait_ready("client").await;
+    let server_status = f.wait_ready("server").await;
+
+    assert_eq!(client_status.state, Some(AccountState::Active));
+    assert!(client_status.pending_creation.is_none());
+    let (client_id, client_token) = f.token_of("client").await;
+    let (server_id, server_token) = f.token_of("server").await;
+    assert_eq!(
+        client_status.account_id.as_deref(),
+        Some(client_id.as_str())
+    );
+    assert_eq!(
+        server_status.account_id.as_deref(),
+        Some(server_id.as_str())
+    );
+    assert_eq!(
+        f.sim.calls("create_account"),
+        2,
+        "exactly one create per object"
+    );
+
+    let upstream = f.sim.account(&client_id).expect("account exists upstream");
+    let uid = f.gsas().get("client").await.unwrap().uid().unwrap();
+    assert_eq!(
+        upstream.description,
+        format!("maps client [gebeta-operator:{uid}]")
+    );
+    assert_eq!(upstream.platform, Platform::Web);
+
+    // The stored tokens really work: the API exchanges them for an access token.
+    let pair = f
+        .gebeta()
+        .auth(&Token::new(client_token.clone()), &Token::new(server_token))
+        .await
+        .expect("auth with the stored tokens");
+    assert!(!pair.access_token.expose().is_empty());
+
+    // The token Secret is owned by the object (garbage-collected with it) and labelled.
+    let secret = f.secrets().get("client-token").await.unwrap();
+    assert_eq!(
+        secret.labels()["app.kubernetes.io/managed-by"],
+        "gebeta-operator"
+    );
+    assert_eq!(secret.owner_references()[0].uid, uid);
+    let gsa = f.gsas().get("client").await.unwrap();
+    assert!(gsa.finalizers().contains(&FINALIZER.to_string()));
+
+    // Secrets stay secret: no status or event carries a token.
+    let status_text = serde_json::to_string(&gsa.status).unwrap();
+    assert!(!status_text.contains(&client_token));
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .all(|(_, note)| !note.contains(&client_token))
+    );
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "Created")
+    );
+}
+
+#[tokio::test]
+async fn spec_changes_are_patched_upstream() {
+    let f = Fixture::new("gsa-update").await;
+    f.create("acct", web_account("before")).await;
+    let id = f.wait_ready("acct").await.account_id.unwrap();
+    let patches_before = f.sim.calls("patch_account");
+
+    f.patch_spec(
+        "acct",
+        json!({"description": "after", "scopes": ["GEOCODING", "TILE"]}),
+    )
+    .await;
+    let sim = f.sim.clone();
+    let acct = support::eventually(DEADLINE, "scopes and description patched upstream", || {
+        let sim = sim.clone();
+        let id = id.clone();
+        async move {
+            sim.account(&id).filter(|a| {
+                a.description.starts_with("after ") && a.scopes.contains(&Scope::Geocoding)
+            })
+        }
+    })
+    .await;
+    assert!(!acct.scopes.contains(&Scope::Direction));
+    assert_eq!(
+        f.sim.calls("patch_account") - patches_before,
+        1,
+        "one PATCH carries both changes"
+    );
+    assert_eq!(
+        f.sim.calls("create_account"),
+        1,
+        "an update never recreates"
+    );
+}
+
+#[tokio::test]
+async fn suspend_and_reactivate() {
+    let f = Fixture::new("gsa-suspend").await;
+    f.create("client", web_account("client")).await;
+    f.create("server", web_account("server")).await;
+    f.wait_ready("client").await;
+    let server_id = f.wait_ready("server").await.account_id.unwrap();
+    let (_, client_token) = f.token_of("client").await;
+    let (_, server_token) = f.token_of("server").await;
+    let (ct, st) = (Token::new(client_token), Token::new(server_token));
+
+    f.patch_spec("server", json!({"suspended": true})).await;
+    let status = f.wait_reason("server", "Suspended").await;
+    assert_eq!(status.state, Some(AccountState::Suspended));
+    assert_eq!(
+        f.sim.account(&server_id).unwrap().status,
+        AccountState::Suspended
+    );
+    let refused = f
+        .gebeta()
+        .auth(&ct, &st)
+        .await
+        .expect_err("a suspended account cannot authenticate");
+    assert!(refused.is_unauthorized());
+
+    f.patch_spec("server", json!({"suspended": false})).await;
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "reactivated upstream", || {
+        let sim = sim.clone();
+        let id = server_id.clone();
+        async move { (sim.account(&id)?.status == AccountState::Active).then_some(()) }
+    })
+    .await;
+    f.wait_ready("server").await;
+    f.gebeta()
+        .auth(&ct, &st)
+        .await
+        .expect("auth works again after reactivation");
+    assert_eq!(f.sim.calls("create_account"), 2);
+}
+
+#[tokio::test]
+async fn deletion_policies_are_honoured() {
+    let f = Fixture::new("gsa-delete").await;
+    for (name, policy) in [("del", "Delete"), ("rev", "Revoke"), ("orph", "Orphan")] {
+        let mut spec = web_account(name);
+        spec["deletionPolicy"] = json!(policy);
+        f.create(name, spec).await;
+    }
+    let mut ids = BTreeMap::new();
+    for name in ["del", "rev", "orph"] {
+        ids.insert(name, f.wait_ready(name).await.account_id.unwrap());
+    }
+    for name in ["del", "rev", "orph"] {
+        f.gsas()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in ["del", "rev", "orph"] {
+        f.wait_gone(name).await;
+    }
+    assert!(
+        f.sim.account(&ids["del"]).is_none(),
+        "Delete removes the account upstream"
+    );
+    assert_eq!(
+        f.sim.account(&ids["rev"]).unwrap().status,
+        AccountState::Revoked,
+        "Revoke leaves a revoked record"
+    );
+    assert_eq!(
+        f.sim.account(&ids["orph"]).unwrap().status,
+        AccountState::Active,
+        "Orphan leaves the account untouched"
+    );
+}
+
+#[tokio::test]
+async fn an_existing_account_is_adopted_without_creating_one() {
+    let f = Fixture::new("gsa-adopt").await;
+    let (id, _token) = f
+        .sim
+        .create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    let mut spec = web_account("adopted by kubernetes");
+    spec["accountId"] = json!(id);
+    spec["deletionPolicy"] = json!("Orphan");
+    f.create("adopted", spec).await;
+    let status = f.wait_ready("adopted").await;
+    assert!(status.adopted);
+    assert_eq!(status.account_id.as_deref(), Some(id.as_str()));
+    assert_eq!(f.sim.calls("create_account"), 0);
+    let upstream = f.sim.account(&id).unwrap();
+    assert_eq!(
+        upstream.description, "adopted by kubernetes",
+        "adopted accounts get the spec's description, without a marker"
+    );
+    assert!(upstream.scopes.contains(&Scope::Direction));
+    assert!(
+        f.secrets()
+            .get_opt("adopted-token")
+            .await
+            .unwrap()
+            .is_none(),
+        "no token Secret for an adopted account"
+    );
+
+    let mut missing = web_account("ghost");
+    missing["accountId"] = json!("no-such-account");
+    f.create("ghost", missing).await;
+    f.wait_reason("ghost", "AdoptedAccountNotFound").await;
+}
+
+#[tokio::test]
+async fn out_of_band_changes_are_handled() {
+    let f = Fixture::with_resync("gsa-drift", Duration::from_secs(2)).await;
+    f.create("acct", web_account("drift")).await;
+    let first = f.wait_ready("acct").await.account_id.unwrap();
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+
+    // Edited upstream: the resync restores the spec.
+    f.sim
+        .edit_account(&first, Some("hijacked".into()), Some(vec![Scope::Matrix]));
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "drift corrected", || {
+        let sim = sim.clone();
+        let id = first.clone();
+        async move {
+            sim.account(&id)
+                .filter(|a| a.description.starts_with("drift [") && a.scopes.contains(&Scope::Tile))
+        }
+    })
+    .await;
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "DriftCorrected")
+    );
+
+    // Deleted upstream: recreated, with the new token stored.
+    f.sim.delete_account(&first);
+    let api = f.gsas();
+    let second = support::eventually(DEADLINE, "account recreated", || {
+        let api = api.clone();
+        let first = first.clone();
+        async move {
+            api.get("acct")
+                .await
+                .ok()?
+                .status?
+                .account_id
+                .filter(|id| *id != first)
+        }
+    })
+    .await;
+    f.wait_ready("acct").await;
+    assert_eq!(
+        f.token_of("acct").await.0,
+        second,
+        "the Secret holds the new account's token"
+    );
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "AccountDeletedUpstream")
+    );
+
+    // Revoked upstream: reported, not silently recreated.
+    let creates = f.sim.calls("create_account");
+    f.sim.set_account_state(&second, AccountState::Revoked);
+    f.wait_reason("acct", "RevokedUpstream").await;
+    assert_eq!(
+        f.sim.calls("create_account"),
+        creates,
+        "a revoked account is not recreated by itself"
+    );
+
+    // The documented way out: ask for a rotation.
+    f.annotate("acct", ROTATE_ANNOTATION, "1").await;
+    let third = support::eventually(DEADLINE, "rotated to a new account", || {
+        let api = api.clone();
+        let second = second.clone();
+        async move {
+            let status = api.get("acct").await.ok()?.status?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            status.account_id.filter(|id| *id != second && ready)
+        }
+    })
+    .await;
+    assert_eq!(f.token_of("acct").await.0, third);
+    assert!(
+        f.sim.account(&second).is_none(),
+        "deletionPolicy Delete retires the replaced account"
+    );
+    assert_eq!(
+        f.marked_accounts(&uid).len(),
+        1,
+        "exactly one live account carries the object's marker"
+    );
+}
+
+#[tokio::test]
+async fn missing_and_rejected_credentials_are_reported_without_hammering() {
+    let f = Fixture::new("gsa-creds").await;
+    f.secrets()
+        .delete("gebeta-user", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.create("acct", web_account("creds")).await;
+    let status = f.wait_reason("acct", "MissingCredentials").await;
+    assert!(status.account_id.is_none());
+    assert_eq!(
+        f.sim.stats().calls.values().map(|c| c.total).sum::<u64>(),
+        0,
+        "no API call without credentials"
+    );
+
+    f.put_user_token("wrong-token").await;
+    f.wait_reason("acct", "InvalidCredentials").await;
+    let message = f
+        .gsas()
+        .get("acct")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions[0]
+        .message
+        .clone();
+    assert!(
+        !message.contains("wrong-token"),
+        "the user token never appears in status: {message}"
+    );
+    // Backoff: a handful of attempts in a few seconds, not a loop.
+    let before = f.sim.calls("create_account");
+    support::eventually(
+        Duration::from_secs(20),
+        "another attempt after backoff",
+        || {
+            let sim = f.sim.clone();
+            async move { (sim.calls("create_account") > before).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        f.sim.calls("create_account") <= before + 3,
+        "backoff keeps attempts few"
+    );
+    assert_eq!(f.sim.live_accounts().len(), 0);
+
+    f.put_user_token(USER_TOKEN).await;
+    // Nudge the object so the fix is noticed without waiting for the backoff.
+    f.annotate("acct", "test/nudge", "1").await;
+    f.wait_ready("acct").await;
+    assert_eq!(f.sim.live_accounts().len(), 1);
+}
+
+#[tokio::test]
+async fn api_failures_recover_with_one_account() {
+    let f = Fixture::new("gsa-faults").await;
+    f.sim.inject("create_account", Fault::Status(503, None), 2);
+    f.sim
+        .inject("list_accounts", Fault::Status(429, Some(1)), 1);
+    f.create("acct", web_account("faults")).await;
+    f.wait_ready("acct").await;
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+    assert_eq!(
+        f.marked_accounts(&uid).len(),
+        1,
+        "exactly one account after 5xx and 429"
+    );
+
+    f.sim
+        .inject("get_account", Fault::Latency(Duration::from_secs(5)), 3);
+    f.sim.inject("patch_account", Fault::Status(500, None), 2);
+    f.patch_spec("acct", json!({"description": "after faults"}))
+        .await;
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "update applied after timeouts and 500s", || {
+        let sim = sim.clone();
+        let uid = uid.clone();
+        async move {
+            sim.live_accounts()
+                .into_iter()
+                .find(|a| a.description == format!("after faults [gebeta-operator:{uid}]"))
+        }
+    })
+    .await;
+    f.wait_ready("acct").await;
+}
+
+#[tokio::test]
+async fn crash_between_create_and_secret_write_leaves_exactly_one_account() {
+    let mut f = Fixture::new("gsa-crash").await;
+    // The account is created upstream but the answer (with its token) never arrives.
+    f.sim.inject("create_account", Fault::DropAfterCreate, 1);
+    // Keep the first operator from recovering by itself before it "dies".
+    f.sim
+        .inject("list_accounts", Fault::Latency(Duration::from_secs(30)), 1);
+    f.create("acct", web_account("crash")).await;
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "the lost create reached the API", || {
+        let sim = sim.clone();
+        async move { (sim.live_accounts().len() == 1).then_some(()) }
+    })
+    .await;
+    let lost = f.sim.live_accounts()[0].id.clone();
+    // The operator dies right there, and comes back.
+    f.kill();
+    f.sim.clear_faults();
+    f.start();
+    let status = f.wait_ready("acct").await;
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+    let live = f.marked_accounts(&uid);
+    assert_eq!(live.len(), 1, "exactly one live account: {live:?}");
+    assert_ne!(
+        live[0].id, lost,
+        "the account whose token was lost is deleted"
+    );
+    assert_eq!(status.account_id.as_deref(), Some(live[0].id.as_str()));
+    assert_eq!(f.token_of("acct").await.0, live[0].id);
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "OrphanDeleted")
+    );
+}
+
+#[tokio::test]
+async fn crash_between_secret_write_and_status_keeps_the_stored_account() {
+    let mut f = Fixture::new("gsa-crash2").await;
+    f.kill();
+    // Reproduce the state a crash leaves after the token was stored but before the id was
+    // recorded: an account with the marker upstream, its token in the Secret, and the intent.
+    f.create("acct", web_account("stored")).await;
+    let gsa = f.gsas().get("acct").await.unwrap();
+    let uid = gsa.uid().unwrap();
+    let (id, token) = f
+        .sim
+        .create_dashboard_account(Platform::Web, vec![Scope::Tile, Scope::Direction]);
+    f.sim
+        .edit_account(&id, Some(format!("stored [gebeta-operator:{uid}]")), None);
+    let secret = service_account::token_secret(&gsa, "acct-token", &id, &Token::new(token.clone()));
+    f.secrets()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    f.gsas()
+        .patch_status(
+            "acct",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"pendingCreation": {"startedAt": "2026-01-01T00:00:00Z"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    f.start();
+    let status = f.wait_ready("acct").await;
+    assert_eq!(
+        status.account_id.as_deref(),
+        Some(id.as_str()),
+        "the account whose token was stored is kept"
+    );
+    assert_eq!(f.sim.calls("create_account"), 0, "no second account");
+    assert_eq!(f.marked_accounts(&uid).len(), 1);
+    assert_eq!(f.token_of("acct").await.1, token);
+}
+
+#[tokio::test]
+async fn a_no_op_resync_writes_nothing_anywhere() {
+    let f = Fixture::with_resync("gsa-noop", Duration::from_secs(1)).await;
+    f.create("acct", web_account("steady")).await;
+    f.wait_ready("acct").await;
+    // Let the post-creation reconciles settle, then take a snapshot.
+    let gets = f.sim.calls("get_account");
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "a resync compared with upstream", || {
+        let sim = sim.clone();
+        async move { (sim.calls("get_account") > gets).then_some(()) }
+    })
+    .await;
+    let object_rv = f.gsas().get("acct").await.unwrap().resource_version();
+    let secret_rv = f
+        .secrets()
+        .get("acct-token")
+        .await
+        .unwrap()
+        .resource_version();
+    let writes = |sim: &SimHandle| {
+        sim.calls("create_account") + sim.calls("patch_account") + sim.calls("delete_account")
+    };
+    let writes_before = writes(&f.sim);
+    let gets = f.sim.calls("get_account");
+
+    // Several more resyncs happen...
+    support::eventually(DEADLINE, "three more resyncs", || {
+        let sim = sim.clone();
+        async move { (sim.calls("get_account") >= gets + 3).then_some(()) }
+    })
+    .await;
+    // ...and none of them wrote anything, upstream or in Kubernetes.
+    assert_eq!(
+        writes(&f.sim),
+        writes_before,
+        "no Gebeta writes on a no-op resync"
+    );
+    assert_eq!(
+        f.gsas().get("acct").await.unwrap().resource_version(),
+        object_rv,
+        "no status write"
+    );
+    assert_eq!(
+        f.secrets()
+            .get("acct-token")
+            .await
+            .unwrap()
+            .resource_version(),
+        secret_rv,
+        "no Secret write"
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_finalizer_is_reported_and_can_be_released() {
+    let f = Fixture::new("gsa-stuck").await;
+    f.create("acct", web_account("stuck")).await;
+    let id = f.wait_ready("acct").await.account_id.unwrap();
+    f.secrets()
+        .delete("gebeta-user", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.gsas()
+        .delete("acct", &DeleteParams::default())
+        .await
+        .unwrap();
+    let status = f.wait_reason("acct", "CleanupFailed").await;
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains(SKIP_CLEANUP_ANNOTATION),
+        "the condition says how to get out: {message}"
+    );
+
+    f.annotate("acct", SKIP_CLEANUP_ANNOTATION, "true").await;
+    f.wait_gone("acct").await;
+    assert_eq!(
+        f.sim.account(&id).unwrap().status,
+        AccountState::Active,
+        "skipping cleanup leaves the account upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_hundred_objects_converge() {
+    let f = Fixture::new("gsa-many").await;
+    let names: Vec<String> = (0..100).map(|i| format!("acct-{i:03}")).collect();
+    futures::future::join_all(names.iter().map(|n| f.create(n, web_account(n)))).await;
+    let api = f.gsas();
+    support::eventually(Duration::from_secs(120), "100 accounts Ready", || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|g| {
+                    g.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            (ready == 100).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(f.sim.calls("create_account"), 100);
+    assert_eq!(f.sim.live_accounts().len(), 100);
+}
