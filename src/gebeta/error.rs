@@ -54,7 +54,7 @@ pub enum Error {
         message: String,
     },
     /// No complete answer within the per-request timeout (or HTTP 408).
-    #[error("{endpoint}: timed out after {after:?}")]
+    #[error("{endpoint}: timed out{}", timeout_suffix(.after))]
     Timeout {
         endpoint: &'static str,
         after: Duration,
@@ -81,6 +81,14 @@ fn suffix(upstream: &Option<String>) -> String {
         .as_deref()
         .map(|s| format!(": {s}"))
         .unwrap_or_default()
+}
+
+fn timeout_suffix(after: &Duration) -> String {
+    if after.is_zero() {
+        " (HTTP 408)".to_owned()
+    } else {
+        format!(" after {after:?}")
+    }
 }
 
 fn retry_suffix(retry_after: &Option<Duration>) -> String {
@@ -402,6 +410,7 @@ mod tests {
             assert_eq!(c(404).label(), "not_found");
             assert_eq!(c(429).label(), "rate_limited");
             assert_eq!(c(408).label(), "timeout");
+            assert_eq!(c(408).to_string(), "get_account: timed out (HTTP 408)");
             for s in [500, 502, 503, 504] {
                 let e = c(s);
                 assert_eq!(e.label(), "server");

@@ -44,13 +44,13 @@ fn no_such_account() -> Response {
 }
 
 /// Parses a JSON body; an empty body means `{}`.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid body: {e}")))
+    serde_json::from_slice(body).map_err(|e| format!("invalid body: {e}"))
 }
 
 async fn stats(State(sim): State<Sim>) -> Response {
@@ -101,7 +101,7 @@ pub(crate) fn all_scopes() -> Vec<Scope> {
 async fn create_account(State(sim): State<Sim>, body: Bytes) -> Response {
     let spec: DashboardAccount = match parse(&body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(message) => return bad_request(message),
     };
     let (account, token) = sim.create_account_with(
         spec.platform,
@@ -129,7 +129,7 @@ struct AccountEdit {
 async fn edit_account(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
     let edit: AccountEdit = match parse(&body) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(message) => return bad_request(message),
     };
     match sim
         .store()
@@ -151,7 +151,7 @@ async fn delete_account(State(sim): State<Sim>, Path(id): Path<String>) -> Respo
 async fn inject(State(sim): State<Sim>, body: Bytes) -> Response {
     let spec: FaultSpec = match parse(&body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(message) => return bad_request(message),
     };
     let Some(endpoint) = endpoint_label(&spec.endpoint) else {
         return bad_request(format!("unknown endpoint {:?}", spec.endpoint));
@@ -190,7 +190,7 @@ async fn get_config(State(sim): State<Sim>) -> Response {
 async fn set_config(State(sim): State<Sim>, body: Bytes) -> Response {
     let change: ConfigChange = match parse(&body) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(message) => return bad_request(message),
     };
     if change.token_ttl_seconds == Some(0) {
         return bad_request("tokenTtlSeconds must be at least 1");

@@ -126,12 +126,25 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 impl Sim {
     /// Counts the call, applies latency, faults and the failure rate, runs `work` (which
-    /// holds the store lock only briefly) and counts the answer.
+    /// holds the store lock only briefly) and counts the answer. The call runs in its own
+    /// task, so a client that gives up (timeout, closed connection) does not stop it: as
+    /// with a real server, the request is processed all the same.
     async fn call(
         &self,
         endpoint: &'static str,
+        conn: Conn,
+        work: impl FnOnce(&Sim) -> Response + Send + 'static,
+    ) -> Response {
+        let sim = self.clone();
+        let task = tokio::spawn(async move { sim.call_inner(endpoint, &conn, work).await });
+        task.await.unwrap_or_else(|_| internal_error())
+    }
+
+    async fn call_inner(
+        &self,
+        endpoint: &'static str,
         conn: &Conn,
-        work: impl FnOnce() -> Response,
+        work: impl FnOnce(&Sim) -> Response,
     ) -> Response {
         let _in_flight = self.enter();
         let (latency, fault, fail) = {
@@ -147,17 +160,17 @@ impl Sim {
         }
         let response = match fault {
             None if fail => internal_error(),
-            None => work(),
+            None => work(self),
             Some(Fault::Latency(d)) => {
                 tokio::time::sleep(d).await;
-                work()
+                work(self)
             }
             Some(Fault::Status(status, retry_after)) => fault_status(status, retry_after),
             Some(Fault::Garbage) => garbage(),
             Some(Fault::Html) => html(),
             Some(Fault::Drop) => return self.drop_connection(endpoint, conn),
             Some(Fault::DropAfterCreate) => {
-                let _ = work();
+                let _ = work(self);
                 return self.drop_connection(endpoint, conn);
             }
         };
@@ -216,8 +229,8 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    sim.call(endpoint::CREATE_ACCOUNT, &conn, || {
-        match manage(&sim, &headers, |s| s.api_create(&body)) {
+    sim.call(endpoint::CREATE_ACCOUNT, conn, move |sim| {
+        match manage(sim, &headers, |s| s.api_create(&body)) {
             Ok((account, token)) => {
                 let mut value =
                     serde_json::to_value(account.to_wire()).expect("account serializes");
@@ -236,8 +249,8 @@ async fn get_one(
     headers: HeaderMap,
     id: Id,
 ) -> Response {
-    sim.call(endpoint::GET_ACCOUNT, &conn, || {
-        let result = manage(&sim, &headers, |s| {
+    sim.call(endpoint::GET_ACCOUNT, conn, move |sim| {
+        let result = manage(sim, &headers, |s| {
             let Ok(Path(id)) = id else {
                 return Err(Refusal::Validation);
             };
@@ -258,8 +271,8 @@ async fn patch(
     id: Id,
     body: Bytes,
 ) -> Response {
-    sim.call(endpoint::PATCH_ACCOUNT, &conn, || {
-        let result = manage(&sim, &headers, |s| {
+    sim.call(endpoint::PATCH_ACCOUNT, conn, move |sim| {
+        let result = manage(sim, &headers, |s| {
             let Ok(Path(id)) = id else {
                 return Err(Refusal::Validation);
             };
@@ -279,8 +292,8 @@ async fn delete(
     headers: HeaderMap,
     id: Id,
 ) -> Response {
-    sim.call(endpoint::DELETE_ACCOUNT, &conn, || {
-        let result = manage(&sim, &headers, |s| {
+    sim.call(endpoint::DELETE_ACCOUNT, conn, move |sim| {
+        let result = manage(sim, &headers, |s| {
             let Ok(Path(id)) = id else {
                 return Err(Refusal::Validation);
             };
@@ -321,8 +334,8 @@ async fn list(
     headers: HeaderMap,
     params: Params,
 ) -> Response {
-    sim.call(endpoint::LIST_ACCOUNTS, &conn, || {
-        let result = manage(&sim, &headers, |s| {
+    sim.call(endpoint::LIST_ACCOUNTS, conn, move |sim| {
+        let result = manage(sim, &headers, |s| {
             let (page, limit) = page_params(params)?;
             Ok(s.api_list(page, limit))
         });
@@ -343,7 +356,7 @@ async fn auth(
     ConnectInfo(conn): ConnectInfo<Conn>,
     body: Bytes,
 ) -> Response {
-    sim.call(endpoint::AUTH, &conn, || {
+    sim.call(endpoint::AUTH, conn, move |sim| {
         let Ok(req) = serde_json::from_slice::<AuthRequestWire>(&body) else {
             return refusal(Refusal::Validation);
         };
@@ -361,7 +374,7 @@ async fn refresh(
     ConnectInfo(conn): ConnectInfo<Conn>,
     body: Bytes,
 ) -> Response {
-    sim.call(endpoint::REFRESH, &conn, || {
+    sim.call(endpoint::REFRESH, conn, move |sim| {
         let Ok(req) = serde_json::from_slice::<RefreshRequestWire>(&body) else {
             return refusal(Refusal::Validation);
         };
@@ -394,7 +407,7 @@ async fn route(
     headers: HeaderMap,
     params: Params,
 ) -> Response {
-    sim.call(endpoint::ROUTE, &conn, || {
+    sim.call(endpoint::ROUTE, conn, move |sim| {
         let now = jiff::Timestamp::now().as_second();
         let Some(token) = bearer(&headers) else {
             return refusal(Refusal::Unauthorized);
