@@ -1,6 +1,7 @@
 //! The controllers and what they share: one [`Context`] with the Kubernetes client, the Gebeta
 //! client, metrics, the event recorder and settings.
 
+pub mod access_token;
 pub mod conditions;
 pub mod service_account;
 
@@ -221,5 +222,13 @@ pub async fn run_all(
     shutdown: tokio_util::sync::CancellationToken,
     readiness: Readiness,
 ) {
-    service_account::run(ctx, scope, shutdown, readiness).await;
+    tokio::join!(
+        service_account::run(
+            ctx.clone(),
+            scope.clone(),
+            shutdown.clone(),
+            readiness.clone()
+        ),
+        access_token::run(ctx, scope, shutdown, readiness),
+    );
 }

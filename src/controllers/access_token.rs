@@ -1,0 +1,1124 @@
+//! The `GebetaAccessToken` controller: exchanges a client token and a server token for a
+//! short-lived access token, keeps it in a Secret that workloads mount, and refreshes it
+//! before it expires.
+//!
+//! # One reconcile
+//!
+//! 1. read what exists: the target Secret, the operator-only refresh Secret (see [`secret`]),
+//!    and, unless suspended, the input tokens (a Secret key, or a ready
+//!    `GebetaServiceAccount`'s token Secret); every name is recorded in a reverse index before
+//!    it is read, so a later change of it wakes the object;
+//! 2. decide ([`plan`]): nothing until the planned refresh time ([`schedule`]), or refresh
+//!    with the stored refresh token, or authenticate (first token, changed inputs, dead
+//!    refresh token), or wait for a backoff;
+//! 3. write, only what differs: the refresh Secret first (a rotated refresh token must
+//!    survive a crash), then the target Secret; then restart the `rolloutRestartTargets`;
+//! 4. write the status if it changed, publish events on transitions only, requeue at the
+//!    next planned time.
+//!
+//! A reconcile with nothing due makes no Gebeta call and no Kubernetes write, which is also
+//! what happens for every object after an operator restart while its token is still fresh:
+//! the token's effective times are read back from the Secrets.
+//!
+//! # Failures
+//!
+//! - refresh answers 401 (or 400): the refresh token is dead; authenticate again with both
+//!   tokens;
+//! - auth answers 401/400: `InvalidCredentials`, backoff;
+//! - 5xx, 429, timeouts, transport errors: `UpstreamUnavailable`; the current token is kept
+//!   and `Ready` stays `True` while it is valid, `TokenExpired` after; backoff
+//!   ([`schedule::retry_delay`]), honouring `Retry-After`;
+//! - an answer that is not a token (unreadable body, empty, not a JWT, already expired):
+//!   `InvalidTokenFromUpstream`, nothing is written but a rotated refresh token;
+//! - bad inputs (`SecretNotFound`, `SecretKeyNotFound`, `InvalidSecret`, `SourceNotReady`):
+//!   no new session can be opened, the token in the Secret is left as it is, and an open
+//!   session keeps being refreshed;
+//! - the target (or refresh) Secret exists and is not ours: `SecretConflict`, nothing is
+//!   touched.
+//!
+//! # Triggers
+//!
+//! The objects themselves; the Secrets they own (metadata-only watch, by label); every Secret
+//! of the watched namespaces by metadata only, mapped through the reverse index (input
+//! Secrets and a foreign Secret in the way); `GebetaServiceAccount`s by metadata, mapped the
+//! same way; timers.
+//!
+//! # Annotations
+//!
+//! - `gebeta.app/refresh: <any new value>` on the object refreshes now, once per value
+//!   (recorded in `status.observedRefreshRequest`);
+//! - `gebeta.app/restartedAt: <issuedAt of the token>` is set on the pod template of every
+//!   rollout-restart target after a new token is written (one change per new token).
+
+pub mod index;
+pub mod plan;
+pub mod schedule;
+pub mod secret;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment, StatefulSet},
+    core::v1::Secret,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    core::PartialObjectMeta,
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        events::EventType,
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use self::{
+    index::{RefIndex, Refs},
+    plan::{Call, Decision, Health, Problem, Situation, reason},
+    schedule::TokenTimes,
+    secret::{Keys, RefreshState},
+};
+use super::{
+    Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope, conditions,
+};
+use crate::{
+    crd::{
+        GebetaAccessToken, GebetaAccessTokenStatus, GebetaServiceAccount,
+        access_token::{TokenSource, WorkloadKind},
+        common::parse_duration,
+    },
+    gebeta::{self, Token, decode_claims},
+};
+
+/// Annotation on a `GebetaAccessToken`: a new value requests a refresh now.
+pub const REFRESH_ANNOTATION: &str = "gebeta.app/refresh";
+/// Pod-template annotation set on rollout-restart targets after a new token.
+pub const RESTARTED_AT_ANNOTATION: &str = "gebeta.app/restartedAt";
+/// Reconciles running at once (a fixed default; Gebeta calls are further bounded by the
+/// client's in-flight limit).
+pub const CONCURRENCY: u16 = 16;
+
+const CONTROLLER: &str = "access_token";
+/// Longest wait between two reconciles of an object (a safety net for missed events).
+const MAX_REQUEUE: Duration = Duration::from_secs(3600);
+/// Recheck of an object blocked by its spec, inputs or a foreign Secret (watches usually
+/// wake it sooner).
+const BLOCKED_RECHECK: Duration = Duration::from_secs(300);
+/// Retry of rollout restarts that failed transiently.
+const RESTART_RETRY: Duration = Duration::from_secs(5);
+
+/// Errors that end a reconcile early; retried with backoff by [`error_policy`].
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+        }
+    }
+}
+
+/// What the controller remembers of one object between reconciles (lost on restart, which
+/// costs at most one early retry).
+#[derive(Clone, Debug, Default)]
+struct ObjState {
+    uid: String,
+    /// The newest resourceVersion this controller has seen or written: a store object with
+    /// another version is re-read, so a reconcile never acts on a status older than its own
+    /// last write.
+    known_rv: Option<String>,
+    /// Consecutive failed Gebeta calls.
+    failures: u32,
+    /// No call before this time...
+    retry_at: Option<Timestamp>,
+    /// ...unless the inputs (fingerprint) or the manual refresh request changed since.
+    retry_key: Option<(Option<String>, Option<String>)>,
+    /// Consecutive reconciles that ended in an error.
+    api_errors: u32,
+    /// `restartedAt` value still to be set on the rollout-restart targets.
+    pending_restart: Option<String>,
+}
+
+/// The controller's context: the shared [`Context`], the reverse index and per-object memory.
+pub struct Shared {
+    ctx: Arc<Context>,
+    index: Arc<RefIndex>,
+    states: Mutex<HashMap<(String, String), ObjState>>,
+}
+
+impl Shared {
+    fn new(ctx: Arc<Context>) -> Shared {
+        Shared {
+            ctx,
+            index: Arc::default(),
+            states: Mutex::default(),
+        }
+    }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ObjState>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops everything kept about a deleted object.
+    fn forget(&self, ns: &str, name: &str) {
+        self.ctx.metrics.forget_token(ns, name);
+        self.index.remove(ns, name);
+        self.states().remove(&(ns.to_string(), name.to_string()));
+    }
+}
+
+/// Runs the controller until `shutdown` is cancelled: one `Controller` per watched namespace
+/// (or one for the cluster), all sharing the reverse index.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: WatchScope,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) {
+    let client = ctx.kube.clone();
+    let shared = Arc::new(Shared::new(ctx));
+    let owned_selector = format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{}",
+        secret::ACCESS_TOKEN_LABEL
+    );
+    let apis = scope
+        .apis::<GebetaAccessToken>(&client)
+        .into_iter()
+        .zip(scope.apis::<Secret>(&client))
+        .zip(scope.apis::<PartialObjectMeta<Secret>>(&client))
+        .zip(scope.apis::<PartialObjectMeta<GebetaServiceAccount>>(&client));
+    let mut runs = Vec::new();
+    for (((objects, owned), secrets), accounts) in apis {
+        let by_secret = shared.index.clone();
+        let by_account = shared.index.clone();
+        let controller = Controller::new(objects, scope.watcher_config())
+            .owns(
+                owned,
+                watcher::Config::default()
+                    .labels(&owned_selector)
+                    .any_semantic(),
+            )
+            .watches(
+                secrets,
+                watcher::Config::default().any_semantic(),
+                move |s: PartialObjectMeta<Secret>| {
+                    by_secret.for_secret(
+                        s.metadata.namespace.as_deref().unwrap_or_default(),
+                        &s.name_any(),
+                    )
+                },
+            )
+            .watches(
+                accounts,
+                watcher::Config::default().any_semantic(),
+                move |a: PartialObjectMeta<GebetaServiceAccount>| {
+                    by_account.for_account(
+                        a.metadata.namespace.as_deref().unwrap_or_default(),
+                        &a.name_any(),
+                    )
+                },
+            )
+            .with_config(controller::Config::default().concurrency(CONCURRENCY))
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+        let store = controller.store();
+        readiness.track(store.clone());
+        let index = shared.index.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                for obj in store.state() {
+                    index.add_spec_refs(&obj);
+                }
+            }
+        });
+        let shared = shared.clone();
+        let run = controller.run(reconcile, error_policy, shared.clone()).for_each(move |result| {
+            match result {
+                Ok(_) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    // Woken for an object that is gone (its Secrets being garbage-collected).
+                    shared.forget(obj.namespace.as_deref().unwrap_or_default(), &obj.name);
+                }
+                Err(controller::Error::ReconcilerFailed(err, obj)) => {
+                    tracing::warn!(object = %obj, error = %err, "access token reconcile failed");
+                }
+                Err(err) => tracing::warn!(error = %err, "access token controller"),
+            }
+            std::future::ready(())
+        });
+        runs.push(run);
+    }
+    futures::future::join_all(runs).await;
+}
+
+async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let span =
+        tracing::info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
+    let key = (ns.clone(), name.clone());
+    let state = shared.states().get(&key).cloned().unwrap_or_default();
+    let mut run = Reconcile::new(&shared, ns, name, state);
+    let result = run.reconcile(obj).instrument(span).await;
+    if result.is_ok() {
+        run.state.api_errors = 0;
+    }
+    if !run.gone {
+        shared.states().insert(key, run.state);
+    }
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    shared
+        .ctx
+        .metrics
+        .observe_reconcile(CONTROLLER, label, started.elapsed());
+    result
+}
+
+fn error_policy(obj: Arc<GebetaAccessToken>, err: &Error, shared: Arc<Shared>) -> Action {
+    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let errors = {
+        let mut states = shared.states();
+        let state = states.entry(key).or_default();
+        state.api_errors = state.api_errors.saturating_add(1);
+        state.api_errors
+    };
+    let delay = schedule::retry_delay(errors, None, None, rand::random::<f64>());
+    tracing::warn!(error = %err, retry_in = ?delay, "access token reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Result of a Gebeta exchange.
+enum Exchange {
+    /// A new token is in the target Secret.
+    Issued(TokenTimes),
+    Failed {
+        problem: Problem,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// One reconcile of one object.
+struct Reconcile<'a> {
+    shared: &'a Shared,
+    ns: String,
+    name: String,
+    state: ObjState,
+    api: Api<GebetaAccessToken>,
+    secrets: Api<Secret>,
+    /// The object is gone: its memory is dropped.
+    gone: bool,
+}
+
+impl<'a> Reconcile<'a> {
+    fn new(shared: &'a Shared, ns: String, name: String, state: ObjState) -> Self {
+        let client = shared.ctx.kube.clone();
+        Reconcile {
+            api: Api::namespaced(client.clone(), &ns),
+            secrets: Api::namespaced(client, &ns),
+            shared,
+            ns,
+            name,
+            state,
+            gone: false,
+        }
+    }
+
+    fn ctx(&self) -> &Context {
+        &self.shared.ctx
+    }
+
+    fn forget(&mut self) -> Action {
+        self.shared.forget(&self.ns, &self.name);
+        self.gone = true;
+        Action::await_change()
+    }
+
+    /// The object as of this controller's last write (re-read when the store lags behind).
+    async fn fresh(
+        &mut self,
+        obj: Arc<GebetaAccessToken>,
+    ) -> Result<Option<Arc<GebetaAccessToken>>, Error> {
+        let rv = obj.resource_version();
+        match &self.state.known_rv {
+            Some(known) if rv.as_ref() != Some(known) => {
+                let fresh = self.api.get_opt(&self.name).await?;
+                self.state.known_rv = fresh.as_ref().and_then(|o| o.resource_version());
+                Ok(fresh.map(Arc::new))
+            }
+            _ => {
+                self.state.known_rv = rv;
+                Ok(Some(obj))
+            }
+        }
+    }
+
+    async fn reconcile(&mut self, obj: Arc<GebetaAccessToken>) -> Result<Action, Error> {
+        let Some(obj) = self.fresh(obj).await? else {
+            return Ok(self.forget());
+        };
+        if obj.metadata.deletion_timestamp.is_some() {
+            return Ok(self.forget());
+        }
+        let uid = obj.uid().unwrap_or_default();
+        if self.state.uid != uid {
+            let known_rv = self.state.known_rv.take();
+            self.state = ObjState {
+                uid: uid.clone(),
+                known_rv,
+                ..ObjState::default()
+            };
+        }
+        let ctx = self.shared.ctx.clone();
+        let now = Timestamp::now();
+        let spec = &obj.spec;
+        let keys = Keys::of(&obj);
+        let refresh_name = secret::refresh_secret_name(&self.name);
+        let mut refs = Refs::of_spec(&obj);
+        self.shared.index.set(&self.ns, &self.name, refs.clone());
+        let prev = obj.status.clone().unwrap_or_default();
+
+        // What exists.
+        let spec_problem = check_spec(&obj, &keys, &refresh_name);
+        let refresh_before = spec.refresh_before.as_deref().and_then(parse_duration);
+        let target = self.secrets.get_opt(&spec.secret_name).await?;
+        let mut refresh = self.secrets.get_opt(&refresh_name).await?;
+        let conflict = [(&target, &spec.secret_name), (&refresh, &refresh_name)]
+            .into_iter()
+            .find(|(s, _)| {
+                s.as_ref()
+                    .is_some_and(|s| !secret::is_ours(&s.metadata, &uid))
+            })
+            .map(|(_, name)| conflict(name));
+        let hard_blocker = spec_problem.or(conflict);
+        let target = target.filter(|s| secret::is_ours(&s.metadata, &uid));
+        let had_token_secret = target.is_some();
+        let current_token = target
+            .as_ref()
+            .and_then(|s| secret::read_value(s, &keys.token));
+        let session = match &refresh {
+            Some(s) if hard_blocker.is_none() => RefreshState::from_secret(s),
+            _ => RefreshState::default(),
+        };
+        let mut times = current_token.as_deref().and_then(|t| {
+            session.times_of(t).or_else(|| {
+                let claims = decode_claims(t).ok()?;
+                TokenTimes::from_claims(claims.expires_at(), claims.issued_at())
+            })
+        });
+        let mut token_present = current_token.is_some();
+
+        // Decide and act.
+        let request = obj
+            .annotations()
+            .get(REFRESH_ANNOTATION)
+            .filter(|v| !v.is_empty())
+            .cloned();
+        let manual_request = request.is_some() && request != prev.observed_refresh_request;
+        let mut input_problem = None;
+        let mut decision = None;
+        let mut exchange = None;
+        if hard_blocker.is_none() && !spec.suspended {
+            let inputs = self.inputs(&obj, &mut refs).await?;
+            let fingerprint = inputs
+                .as_ref()
+                .ok()
+                .map(|(c, s)| secret::source_fingerprint(c, s));
+            let retry_key = (fingerprint.clone(), request.clone());
+            let retry_at = self
+                .state
+                .retry_at
+                .filter(|_| self.state.retry_key.as_ref() == Some(&retry_key));
+            let situation = Situation {
+                now,
+                token: times,
+                has_session: session.refresh_token.is_some(),
+                fingerprint: fingerprint.as_deref(),
+                session_fingerprint: session.source_fingerprint.as_deref(),
+                refresh_before,
+                seed: schedule::jitter_seed(&uid),
+                manual_request,
+                retry_at,
+            };
+            let decided = situation.decide();
+            decision = Some(decided);
+            if let Decision::Call(call) = decided {
+                tracing::debug!(?call, "calling the Gebeta API");
+                let result = self
+                    .exchange(
+                        &obj,
+                        call,
+                        inputs.as_ref().ok(),
+                        fingerprint,
+                        &session,
+                        &mut refresh,
+                        target.as_ref(),
+                    )
+                    .await?;
+                match &result {
+                    Exchange::Issued(new_times) => {
+                        tracing::info!(
+                            expires_at = %new_times.expires_at,
+                            "wrote a new access token"
+                        );
+                        self.state.failures = 0;
+                        self.state.retry_at = None;
+                        self.state.retry_key = None;
+                        times = Some(*new_times);
+                        token_present = true;
+                        if !spec.rollout_restart_targets.is_empty() {
+                            self.state.pending_restart =
+                                Some(conditions::format_time(new_times.issued_at));
+                        }
+                    }
+                    Exchange::Failed {
+                        problem,
+                        retry_after,
+                    } => {
+                        ctx.metrics.refresh_failed(problem.reason);
+                        self.state.failures = self.state.failures.saturating_add(1);
+                        let remaining = times
+                            .filter(|t| t.is_valid_at(now))
+                            .map(|t| t.remaining(now));
+                        let delay = schedule::retry_delay(
+                            self.state.failures,
+                            *retry_after,
+                            remaining,
+                            rand::random::<f64>(),
+                        );
+                        tracing::warn!(
+                            reason = problem.reason,
+                            error = %problem.message,
+                            retry_in = ?delay,
+                            "access token exchange failed"
+                        );
+                        self.state.retry_at = now
+                            .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
+                            .ok();
+                        self.state.retry_key = Some(retry_key);
+                    }
+                }
+                exchange = Some(result);
+            }
+            input_problem = inputs.err();
+        }
+        if let Some(t) = times {
+            ctx.metrics
+                .set_token_expiry(&self.ns, &self.name, t.expires_at.as_second());
+        }
+        let issued = matches!(exchange, Some(Exchange::Issued(_)));
+
+        // The current token's Secret as the spec wants it (template changed, or edited by
+        // someone): written only if something we own differs.
+        if hard_blocker.is_none()
+            && !spec.suspended
+            && !issued
+            && let (Some(token), Some(t)) = (current_token.as_deref(), times)
+            && t.is_valid_at(now)
+        {
+            let mut current = target.clone();
+            let desired = secret::target_secret(&obj, token, t.expires_at);
+            self.apply_secret(desired, &mut current).await?;
+        }
+
+        // Rollout restarts for a new token.
+        let restart_missing = if hard_blocker.is_none() {
+            self.restart_targets(&obj).await
+        } else {
+            Vec::new()
+        };
+
+        // Status.
+        let failure = match &exchange {
+            Some(Exchange::Issued(_)) => None,
+            Some(Exchange::Failed { problem, .. }) => Some(problem.clone()),
+            None => prev.last_failure_reason.as_deref().and_then(|r| {
+                let reason = reason::CALL_FAILURES.into_iter().find(|c| *c == r)?;
+                Some(Problem::new(
+                    reason,
+                    prev.last_failure_message.clone().unwrap_or_default(),
+                ))
+            }),
+        };
+        let blocker = hard_blocker.or(input_problem);
+        let next_refresh = match (&exchange, decision) {
+            _ if spec.suspended
+                || blocker
+                    .as_ref()
+                    .is_some_and(|b| times.is_none() || is_hard(b)) =>
+            {
+                None
+            }
+            (Some(Exchange::Issued(t)), _) => Some(schedule::refresh_at(
+                t,
+                refresh_before,
+                schedule::jitter_seed(&uid),
+            )),
+            (Some(Exchange::Failed { .. }), _) => self.state.retry_at,
+            (None, Some(Decision::Wait { refresh_at })) => Some(refresh_at),
+            (None, Some(Decision::BackOff { until })) => Some(until),
+            _ => None,
+        };
+        let (ready, ready_reason, message) = plan::ready(&Health {
+            now,
+            secret_name: &spec.secret_name,
+            token_present,
+            token: times,
+            suspended: spec.suspended,
+            blocker: blocker.as_ref(),
+            failure: failure.as_ref(),
+            next_refresh,
+        });
+        let mut status = prev.clone();
+        status.expires_at = times.map(|t| conditions::format_time(t.expires_at));
+        status.issued_at = times.map(|t| conditions::format_time(t.issued_at));
+        if issued {
+            status.last_refresh_time = Some(conditions::format_time(now));
+            if manual_request {
+                status.observed_refresh_request = request.clone();
+            }
+        }
+        status.next_refresh_time = next_refresh.map(conditions::format_time);
+        let last_failure = failure.as_ref().or(blocker.as_ref());
+        status.last_failure_reason = last_failure.map(|p| p.reason.to_string());
+        status.last_failure_message = last_failure.map(|p| p.message.clone());
+        status.observed_generation = obj.metadata.generation;
+        conditions::set(
+            &mut status.conditions,
+            conditions::READY,
+            ready,
+            ready_reason,
+            message.clone(),
+            obj.metadata.generation,
+            &conditions::now_rfc3339(),
+        );
+        if status != prev {
+            self.write_status(&status).await?;
+        }
+
+        // Events, on transitions only.
+        let object_ref = obj.object_ref(&());
+        let prev_ready = conditions::get(&prev.conditions, conditions::READY);
+        let prev_reason = prev_ready.map(|c| c.reason.as_str());
+        let quiet = [reason::READY, reason::SUSPENDED, reason::PENDING];
+        if prev_reason != Some(ready_reason) && !quiet.contains(&ready_reason) {
+            ctx.event(
+                &object_ref,
+                EventType::Warning,
+                ready_reason,
+                "Reconcile",
+                message.clone(),
+            )
+            .await;
+        } else if let Some(f) = failure
+            .as_ref()
+            .filter(|f| prev.last_failure_reason.as_deref() != Some(f.reason))
+        {
+            // A new failure that did not change the Ready reason (e.g. behind a blocker).
+            ctx.event(
+                &object_ref,
+                EventType::Warning,
+                f.reason,
+                "Refresh",
+                f.message.clone(),
+            )
+            .await;
+        }
+        if issued && !had_token_secret {
+            let note = format!(
+                "wrote the first access token to Secret {}",
+                spec.secret_name
+            );
+            ctx.event(&object_ref, EventType::Normal, "Issued", "Refresh", note)
+                .await;
+        } else if ready_reason == reason::READY && prev_reason.is_some_and(|r| !quiet.contains(&r))
+        {
+            ctx.event(
+                &object_ref,
+                EventType::Normal,
+                "Recovered",
+                "Refresh",
+                message.clone(),
+            )
+            .await;
+        }
+        for target in restart_missing {
+            let note = format!("rollout-restart target {target} not found");
+            ctx.event(
+                &object_ref,
+                EventType::Warning,
+                "RolloutTargetNotFound",
+                "Restart",
+                note,
+            )
+            .await;
+        }
+
+        // When to look again.
+        let mut wake = vec![
+            now.checked_add(SignedDuration::try_from(MAX_REQUEUE).unwrap_or_default())
+                .unwrap_or(now),
+        ];
+        wake.extend(next_refresh);
+        wake.extend(times.filter(|t| t.is_valid_at(now)).map(|t| t.expires_at));
+        if blocker.is_some() {
+            wake.push(
+                now.checked_add(SignedDuration::try_from(BLOCKED_RECHECK).unwrap_or_default())
+                    .unwrap_or(now),
+            );
+        }
+        if self.state.pending_restart.is_some() {
+            wake.push(
+                now.checked_add(SignedDuration::try_from(RESTART_RETRY).unwrap_or_default())
+                    .unwrap_or(now),
+            );
+        }
+        let at = wake.into_iter().min().unwrap_or(now);
+        let after = Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default();
+        Ok(Action::requeue(after.max(Duration::from_millis(50))))
+    }
+
+    /// Both input tokens, or the first problem with them. Names are indexed before reading.
+    async fn inputs(
+        &self,
+        obj: &GebetaAccessToken,
+        refs: &mut Refs,
+    ) -> Result<Result<(Token, Token), Problem>, Error> {
+        let client = match self
+            .input(&obj.spec.client_token, "client token", refs)
+            .await?
+        {
+            Ok(t) => t,
+            Err(p) => return Ok(Err(p)),
+        };
+        let server = match self
+            .input(&obj.spec.server_token, "server token", refs)
+            .await?
+        {
+            Ok(t) => t,
+            Err(p) => return Ok(Err(p)),
+        };
+        Ok(Ok((client, server)))
+    }
+
+    async fn input(
+        &self,
+        source: &TokenSource,
+        which: &str,
+        refs: &mut Refs,
+    ) -> Result<Result<Token, Problem>, Error> {
+        if let Some(sel) = &source.secret_key_ref {
+            let Some(s) = self.secrets.get_opt(&sel.name).await? else {
+                return Ok(Err(Problem::new(
+                    reason::SECRET_NOT_FOUND,
+                    format!("Secret {} ({which}) not found", sel.name),
+                )));
+            };
+            return Ok(secret::read_input_token(&s, &sel.key).map_err(|p| {
+                let (reason, what) = match p {
+                    secret::ValueProblem::Missing => (reason::SECRET_KEY_NOT_FOUND, "has no key"),
+                    secret::ValueProblem::Empty => {
+                        (reason::INVALID_SECRET, "has an empty value at key")
+                    }
+                    secret::ValueProblem::Malformed => {
+                        (reason::INVALID_SECRET, "has no valid token at key")
+                    }
+                };
+                Problem::new(
+                    reason,
+                    format!("Secret {} ({which}) {what} {}", sel.name, sel.key),
+                )
+            }));
+        }
+        let Some(account) = &source.service_account_ref else {
+            return Ok(Err(Problem::new(
+                reason::INVALID_SPEC,
+                format!("the {which} names neither serviceAccountRef nor secretKeyRef"),
+            )));
+        };
+        let not_ready = |why: String| Ok(Err(Problem::new(reason::SOURCE_NOT_READY, why)));
+        let accounts: Api<GebetaServiceAccount> =
+            Api::namespaced(self.ctx().kube.clone(), &self.ns);
+        let Some(gsa) = accounts.get_opt(&account.name).await? else {
+            return not_ready(format!(
+                "GebetaServiceAccount {} ({which}) not found",
+                account.name
+            ));
+        };
+        let status = gsa.status.clone().unwrap_or_default();
+        if !conditions::is_true(&status.conditions, conditions::READY) {
+            return not_ready(format!(
+                "GebetaServiceAccount {} ({which}) is not Ready",
+                account.name
+            ));
+        }
+        let secret_name = status
+            .token_secret_name
+            .or_else(|| gsa.spec.token_secret_name.clone())
+            .unwrap_or_else(|| format!("{}-token", account.name));
+        if refs.secrets.insert(secret_name.clone()) {
+            self.shared.index.set(&self.ns, &self.name, refs.clone());
+        }
+        let Some(s) = self.secrets.get_opt(&secret_name).await? else {
+            return not_ready(format!(
+                "token Secret {secret_name} of GebetaServiceAccount {} ({which}) not found",
+                account.name
+            ));
+        };
+        match secret::read_input_token(&s, "token") {
+            Ok(token) => Ok(Ok(token)),
+            Err(_) => not_ready(format!(
+                "token Secret {secret_name} of GebetaServiceAccount {} ({which}) has no usable \
+                 key token",
+                account.name
+            )),
+        }
+    }
+
+    /// Calls the API and writes what it answered: the refresh Secret first, then the token.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        obj: &GebetaAccessToken,
+        call: Call,
+        inputs: Option<&(Token, Token)>,
+        fingerprint: Option<String>,
+        session: &RefreshState,
+        refresh: &mut Option<Secret>,
+        target: Option<&Secret>,
+    ) -> Result<Exchange, Error> {
+        let gebeta = &self.ctx().gebeta;
+        let failed = |call: Call, e: gebeta::Error| {
+            let reason = if e.is_unauthorized()
+                || (call == Call::Auth && matches!(e, gebeta::Error::Validation { .. }))
+            {
+                reason::INVALID_CREDENTIALS
+            } else if matches!(e, gebeta::Error::Decode { .. }) {
+                reason::INVALID_TOKEN_FROM_UPSTREAM
+            } else {
+                reason::UPSTREAM_UNAVAILABLE
+            };
+            Exchange::Failed {
+                retry_after: e.retry_after(),
+                problem: Problem::new(reason, e.to_string()),
+            }
+        };
+        let mut next = session.clone();
+        let pair = match (call, session.refresh_token.as_ref()) {
+            (Call::Refresh, Some(refresh_token)) => match gebeta.refresh(refresh_token).await {
+                Ok(pair) => {
+                    next.refresh_token = pair.refresh_token.clone().or(next.refresh_token);
+                    pair
+                }
+                Err(e) if e.is_unauthorized() || matches!(e, gebeta::Error::Validation { .. }) => {
+                    tracing::info!(
+                        error = %e,
+                        "the refresh token was refused; authenticating again"
+                    );
+                    next.refresh_token = None;
+                    match inputs {
+                        Some((client, server)) => match gebeta.auth(client, server).await {
+                            Ok(pair) => {
+                                next.refresh_token = pair.refresh_token.clone();
+                                next.source_fingerprint = fingerprint;
+                                pair
+                            }
+                            Err(e) => {
+                                self.apply_secret(secret::refresh_secret(obj, &next), refresh)
+                                    .await?;
+                                return Ok(failed(Call::Auth, e));
+                            }
+                        },
+                        None => {
+                            self.apply_secret(secret::refresh_secret(obj, &next), refresh)
+                                .await?;
+                            return Ok(Exchange::Failed {
+                                problem: Problem::new(
+                                    reason::INVALID_CREDENTIALS,
+                                    format!(
+                                        "{e}; cannot authenticate again until the inputs are fixed"
+                                    ),
+                                ),
+                                retry_after: None,
+                            });
+                        }
+                    }
+                }
+                Err(e) => return Ok(failed(Call::Refresh, e)),
+            },
+            _ => {
+                let Some((client, server)) = inputs else {
+                    // Unreachable by `decide`: an auth is only planned with usable inputs.
+                    return Ok(Exchange::Failed {
+                        problem: Problem::new(
+                            reason::INVALID_CREDENTIALS,
+                            "no usable client and server tokens",
+                        ),
+                        retry_after: None,
+                    });
+                };
+                match gebeta.auth(client, server).await {
+                    Ok(pair) => {
+                        next.refresh_token = pair.refresh_token.clone();
+                        next.source_fingerprint = fingerprint;
+                        pair
+                    }
+                    Err(e) => return Ok(failed(Call::Auth, e)),
+                }
+            }
+        };
+        let received = Timestamp::now();
+        let token = pair.access_token.expose();
+        let validated = validate(token, received, self.ctx().settings.default_token_lifetime);
+        if let Ok(times) = &validated {
+            next.access = Some((secret::token_digest(token), *times));
+        }
+        // A rotated refresh token is stored before anything uses the new access token, and
+        // even when that token is unusable.
+        if next.refresh_token.is_some() || refresh.is_some() {
+            self.apply_secret(secret::refresh_secret(obj, &next), refresh)
+                .await?;
+        }
+        match validated {
+            Ok(times) => {
+                let mut current = target.cloned();
+                self.apply_secret(
+                    secret::target_secret(obj, token, times.expires_at),
+                    &mut current,
+                )
+                .await?;
+                Ok(Exchange::Issued(times))
+            }
+            Err(problem) => Ok(Exchange::Failed {
+                problem,
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// Server-side applies `desired` unless `current` already matches it; a type change
+    /// (immutable) deletes the Secret first. `current` is updated to what was written.
+    async fn apply_secret(
+        &self,
+        desired: Secret,
+        current: &mut Option<Secret>,
+    ) -> Result<(), Error> {
+        let name = desired.name_any();
+        if let Some(cur) = current.as_ref() {
+            if !secret::needs_apply(cur, &desired) {
+                return Ok(());
+            }
+            if secret::type_differs(cur, &desired) {
+                let dp = DeleteParams {
+                    preconditions: cur.uid().map(|uid| kube::api::Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match self.secrets.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let written = self
+            .secrets
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+        *current = Some(written);
+        Ok(())
+    }
+
+    async fn write_status(&mut self, status: &GebetaAccessTokenStatus) -> Result<(), Error> {
+        let patch = serde_json::json!({
+            "apiVersion": GebetaAccessToken::api_version(&()),
+            "kind": GebetaAccessToken::kind(&()),
+            "status": status,
+        });
+        let written = self
+            .api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        self.state.known_rv = written.resource_version();
+        Ok(())
+    }
+
+    /// Sets the pending `restartedAt` value on every target's pod template. Returns the
+    /// targets that do not exist; transient failures keep the value pending.
+    async fn restart_targets(&mut self, obj: &GebetaAccessToken) -> Vec<String> {
+        let Some(value) = self.state.pending_restart.clone() else {
+            return Vec::new();
+        };
+        let client = self.ctx().kube.clone();
+        let patch = Patch::Merge(serde_json::json!({
+            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}}
+        }));
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let mut missing = Vec::new();
+        let mut retry = false;
+        for target in &obj.spec.rollout_restart_targets {
+            let ns = &self.ns;
+            let result = match target.kind {
+                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+                    .patch(&target.name, &params, &patch)
+                    .await
+                    .map(drop),
+                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+                    .patch(&target.name, &params, &patch)
+                    .await
+                    .map(drop),
+                WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+                    .patch(&target.name, &params, &patch)
+                    .await
+                    .map(drop),
+            };
+            match result {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {
+                    missing.push(format!("{:?}/{}", target.kind, target.name))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        kind = ?target.kind,
+                        target = %target.name,
+                        error = %e,
+                        "rollout restart failed; will retry"
+                    );
+                    retry = true;
+                }
+            }
+        }
+        if !retry {
+            self.state.pending_restart = None;
+        }
+        missing
+    }
+}
+
+/// A Secret the object needs is in the way.
+fn conflict(name: &str) -> Problem {
+    Problem::new(
+        reason::SECRET_CONFLICT,
+        format!(
+            "Secret {name} exists and is not managed by this GebetaAccessToken; \
+             delete or rename it"
+        ),
+    )
+}
+
+/// Problems that stop the controller from acting at all.
+fn is_hard(p: &Problem) -> bool {
+    p.reason == reason::SECRET_CONFLICT || p.reason == reason::INVALID_SPEC
+}
+
+/// Spec problems the schema cannot catch.
+fn check_spec(obj: &GebetaAccessToken, keys: &Keys, refresh_name: &str) -> Option<Problem> {
+    let problem = |m: String| Some(Problem::new(reason::INVALID_SPEC, m));
+    if keys.token == keys.expires_at {
+        return problem(format!(
+            "secretTemplate.tokenKey and expiresAtKey are both {:?}",
+            keys.token
+        ));
+    }
+    if let Some(before) = &obj.spec.refresh_before
+        && parse_duration(before).is_none()
+    {
+        return problem(format!("refreshBefore {before:?} is not a duration"));
+    }
+    if obj.spec.secret_name == refresh_name {
+        return problem(format!(
+            "secretName {refresh_name} is the name of the operator's refresh Secret"
+        ));
+    }
+    None
+}
+
+/// Checks an access token from the API before it is written: a JWT with an expiry in the
+/// future (or no expiry: the default lifetime). Messages never contain the token.
+pub fn validate(
+    token: &str,
+    received: Timestamp,
+    default_lifetime: Duration,
+) -> Result<TokenTimes, Problem> {
+    let invalid = |m: String| Problem::new(reason::INVALID_TOKEN_FROM_UPSTREAM, m);
+    if token.trim().is_empty() {
+        return Err(invalid("the API answered an empty access token".into()));
+    }
+    let claims = decode_claims(token).map_err(|e| {
+        invalid(format!(
+            "the API answered an access token that is unusable: {e}"
+        ))
+    })?;
+    TokenTimes::received(
+        claims.expires_at(),
+        claims.issued_at(),
+        received,
+        default_lifetime,
+    )
+    .ok_or_else(|| invalid("the API answered an access token that is already expired".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    fn jwt(payload: &str) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn validates_tokens_from_the_api() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let hour = Duration::from_secs(3600);
+        let ok = validate(&jwt(r#"{"iat":1800000000,"exp":1800000060}"#), now, hour).unwrap();
+        assert_eq!(ok.lifetime(), Duration::from_secs(60));
+        let no_exp = validate(&jwt(r#"{"sub":"x"}"#), now, hour).unwrap();
+        assert_eq!(no_exp.lifetime(), hour);
+        for (token, what) in [
+            ("", "empty"),
+            ("not-a-jwt-secret-value", "unusable"),
+            (
+                &jwt(r#"{"iat":1799990000,"exp":1799999999}"#),
+                "already expired",
+            ),
+        ] {
+            let p = validate(token, now, hour).unwrap_err();
+            assert_eq!(p.reason, reason::INVALID_TOKEN_FROM_UPSTREAM);
+            assert!(p.message.contains(what), "{}", p.message);
+            assert!(!p.message.contains("secret-value"), "{}", p.message);
+        }
+    }
+}

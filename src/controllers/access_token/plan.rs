@@ -1,0 +1,478 @@
+//! The controller's decisions as pure functions: whether to call the Gebeta API now (and
+//! which endpoint), and what the `Ready` condition says about the result.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::schedule::{self, TokenTimes};
+use crate::controllers::conditions::format_time;
+
+/// Stable condition reasons (also used as event reasons and metric labels).
+pub mod reason {
+    pub const READY: &str = "Ready";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
+    pub const INVALID_SECRET: &str = "InvalidSecret";
+    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
+    pub const INVALID_CREDENTIALS: &str = "InvalidCredentials";
+    pub const UPSTREAM_UNAVAILABLE: &str = "UpstreamUnavailable";
+    pub const TOKEN_EXPIRED: &str = "TokenExpired";
+    pub const INVALID_TOKEN_FROM_UPSTREAM: &str = "InvalidTokenFromUpstream";
+    /// The spec cannot be acted on (e.g. `tokenKey` equal to `expiresAtKey`).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// No token yet and nothing has failed (only seen between two reconciles).
+    pub const PENDING: &str = "Pending";
+
+    /// Reasons of failed Gebeta calls: remembered in `status.lastFailureReason` until a call
+    /// succeeds. Every other failure is recomputed on each reconcile.
+    pub const CALL_FAILURES: [&str; 3] = [
+        INVALID_CREDENTIALS,
+        UPSTREAM_UNAVAILABLE,
+        INVALID_TOKEN_FROM_UPSTREAM,
+    ];
+
+    /// Call failures that leave a still-valid token usable (Ready stays True).
+    pub fn is_transient(reason: &str) -> bool {
+        reason == UPSTREAM_UNAVAILABLE || reason == INVALID_TOKEN_FROM_UPSTREAM
+    }
+}
+
+/// A refresh is due this much before its planned time (timer and clock granularity).
+const EARLY: Duration = Duration::from_millis(50);
+
+/// The Gebeta call to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// `/external/refresh` with the stored refresh token.
+    Refresh,
+    /// `/external/auth` with the client and server tokens.
+    Auth,
+}
+
+/// What the controller knows when it decides.
+#[derive(Clone, Debug)]
+pub struct Situation<'a> {
+    pub now: Timestamp,
+    /// Effective times of the token in the target Secret; `None` when there is none, or it
+    /// cannot be read (then it is replaced at once).
+    pub token: Option<TokenTimes>,
+    /// A refresh token is stored.
+    pub has_session: bool,
+    /// Fingerprint of the current client and server tokens; `None` when they are unusable.
+    pub fingerprint: Option<&'a str>,
+    /// Fingerprint the stored session was opened with.
+    pub session_fingerprint: Option<&'a str>,
+    pub refresh_before: Option<Duration>,
+    pub seed: u64,
+    /// The `gebeta.app/refresh` annotation holds a value not acted on yet.
+    pub manual_request: bool,
+    /// A failed attempt asked to wait until then.
+    pub retry_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do before the planned refresh.
+    Wait {
+        refresh_at: Timestamp,
+    },
+    /// A call is due but a failed attempt asked to wait.
+    BackOff {
+        until: Timestamp,
+    },
+    Call(Call),
+    /// A call is due but impossible: no session and unusable inputs.
+    Blocked,
+}
+
+impl Situation<'_> {
+    /// The inputs changed since the session was opened (or the session's are unknown).
+    pub fn inputs_changed(&self) -> bool {
+        match (self.fingerprint, self.session_fingerprint) {
+            (Some(now), Some(then)) => now != then,
+            (Some(_), None) => self.has_session,
+            (None, _) => false,
+        }
+    }
+
+    pub fn refresh_at(&self) -> Option<Timestamp> {
+        self.token
+            .map(|t| schedule::refresh_at(&t, self.refresh_before, self.seed))
+    }
+
+    pub fn decide(&self) -> Decision {
+        let refresh_at = self.refresh_at();
+        let early = jiff::SignedDuration::try_from(EARLY).unwrap_or_default();
+        let due = match refresh_at {
+            None => true,
+            Some(at) => self.now.checked_add(early).unwrap_or(self.now) >= at,
+        } || self.manual_request
+            || self.inputs_changed();
+        if !due && let Some(at) = refresh_at {
+            return Decision::Wait { refresh_at: at };
+        }
+        if let Some(until) = self.retry_at.filter(|u| *u > self.now) {
+            return Decision::BackOff { until };
+        }
+        if self.inputs_changed() {
+            Decision::Call(Call::Auth)
+        } else if self.has_session {
+            Decision::Call(Call::Refresh)
+        } else if self.fingerprint.is_some() {
+            Decision::Call(Call::Auth)
+        } else {
+            Decision::Blocked
+        }
+    }
+}
+
+/// A problem with a reason and a message for humans (never a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Problem {
+        Problem {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the `Ready` condition is computed from.
+#[derive(Clone, Debug)]
+pub struct Health<'a> {
+    pub now: Timestamp,
+    pub secret_name: &'a str,
+    /// A token is in the target Secret.
+    pub token_present: bool,
+    /// Its effective times, when known.
+    pub token: Option<TokenTimes>,
+    pub suspended: bool,
+    /// The spec, the inputs or a foreign Secret block the object.
+    pub blocker: Option<&'a Problem>,
+    /// The last Gebeta call failed (kept until a call succeeds).
+    pub failure: Option<&'a Problem>,
+    pub next_refresh: Option<Timestamp>,
+}
+
+/// `(status, reason, message)` of the `Ready` condition.
+pub fn ready(h: &Health<'_>) -> (bool, &'static str, String) {
+    let valid = h.token.is_some_and(|t| t.is_valid_at(h.now));
+    let token_state = match (h.token_present, h.token) {
+        (false, _) => format!("Secret {} holds no token yet", h.secret_name),
+        (true, Some(t)) if t.is_valid_at(h.now) => {
+            format!(
+                "the token in Secret {} is valid until {}",
+                h.secret_name,
+                format_time(t.expires_at)
+            )
+        }
+        (true, Some(t)) => format!(
+            "the token in Secret {} expired at {}",
+            h.secret_name,
+            format_time(t.expires_at)
+        ),
+        (true, None) => format!("the token in Secret {} is unreadable", h.secret_name),
+    };
+    if let Some(b) = h
+        .blocker
+        .filter(|b| b.reason == reason::SECRET_CONFLICT || b.reason == reason::INVALID_SPEC)
+    {
+        return (false, b.reason, b.message.clone());
+    }
+    if h.suspended {
+        return (
+            valid,
+            reason::SUSPENDED,
+            format!("refreshing is suspended; {token_state}"),
+        );
+    }
+    if let Some(b) = h.blocker {
+        return (false, b.reason, format!("{}; {token_state}", b.message));
+    }
+    if let Some(f) = h.failure {
+        return match (reason::is_transient(f.reason), valid, h.token_present) {
+            (true, true, _) => (true, f.reason, format!("{}; {token_state}", f.message)),
+            (true, false, true) => (
+                false,
+                reason::TOKEN_EXPIRED,
+                format!("{token_state}; {}", f.message),
+            ),
+            _ => (false, f.reason, format!("{}; {token_state}", f.message)),
+        };
+    }
+    match (valid, h.next_refresh) {
+        (true, Some(next)) => (
+            true,
+            reason::READY,
+            format!("{token_state}; next refresh at {}", format_time(next)),
+        ),
+        (true, None) => (true, reason::READY, token_state),
+        (false, _) if h.token_present => (false, reason::TOKEN_EXPIRED, token_state),
+        (false, _) => (false, reason::PENDING, token_state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn token() -> TokenTimes {
+        TokenTimes {
+            issued_at: at(T0),
+            expires_at: at(T0 + 3000),
+        }
+    }
+
+    fn healthy(now: i64) -> Situation<'static> {
+        Situation {
+            now: at(now),
+            token: Some(token()),
+            has_session: true,
+            fingerprint: Some("fp"),
+            session_fingerprint: Some("fp"),
+            refresh_before: None,
+            seed: 0,
+            manual_request: false,
+            retry_at: None,
+        }
+    }
+
+    #[test]
+    fn waits_until_due_then_refreshes() {
+        assert_eq!(
+            healthy(T0 + 10).decide(),
+            Decision::Wait {
+                refresh_at: at(T0 + 2000)
+            }
+        );
+        assert_eq!(healthy(T0 + 2000).decide(), Decision::Call(Call::Refresh));
+        // A timer firing a hair early still counts.
+        let mut s = healthy(T0 + 2000);
+        s.now = Timestamp::from_millisecond((T0 + 2000) * 1000 - 20).unwrap();
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+    }
+
+    #[test]
+    fn first_token_needs_auth_and_inputs() {
+        let s = Situation {
+            token: None,
+            has_session: false,
+            session_fingerprint: None,
+            ..healthy(T0)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Auth));
+        let s = Situation {
+            fingerprint: None,
+            ..s
+        };
+        assert_eq!(s.decide(), Decision::Blocked);
+    }
+
+    #[test]
+    fn changed_inputs_reauthenticate_at_once() {
+        let s = Situation {
+            fingerprint: Some("fp2"),
+            ..healthy(T0 + 10)
+        };
+        assert!(s.inputs_changed());
+        assert_eq!(s.decide(), Decision::Call(Call::Auth));
+        // A session whose inputs are unknown is reopened once.
+        let s = Situation {
+            session_fingerprint: None,
+            ..healthy(T0 + 10)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Auth));
+    }
+
+    #[test]
+    fn broken_inputs_keep_an_open_session_alive() {
+        let s = Situation {
+            fingerprint: None,
+            ..healthy(T0 + 10)
+        };
+        assert!(!s.inputs_changed());
+        assert_eq!(
+            s.decide(),
+            Decision::Wait {
+                refresh_at: at(T0 + 2000)
+            }
+        );
+        let s = Situation {
+            fingerprint: None,
+            ..healthy(T0 + 2500)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+    }
+
+    #[test]
+    fn manual_requests_and_unreadable_tokens_are_due_now() {
+        let s = Situation {
+            manual_request: true,
+            ..healthy(T0 + 10)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+        let s = Situation {
+            token: None,
+            ..healthy(T0 + 10)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+    }
+
+    #[test]
+    fn backoff_holds_due_calls_only() {
+        let s = Situation {
+            retry_at: Some(at(T0 + 2100)),
+            ..healthy(T0 + 2050)
+        };
+        assert_eq!(
+            s.decide(),
+            Decision::BackOff {
+                until: at(T0 + 2100)
+            }
+        );
+        let s = Situation {
+            retry_at: Some(at(T0 + 2100)),
+            ..healthy(T0 + 2100)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+        let s = Situation {
+            retry_at: Some(at(T0 + 2100)),
+            ..healthy(T0 + 10)
+        };
+        assert_eq!(
+            s.decide(),
+            Decision::Wait {
+                refresh_at: at(T0 + 2000)
+            }
+        );
+    }
+
+    fn health(now: i64) -> Health<'static> {
+        Health {
+            now: at(now),
+            secret_name: "out",
+            token_present: true,
+            token: Some(token()),
+            suspended: false,
+            blocker: None,
+            failure: None,
+            next_refresh: Some(at(T0 + 2000)),
+        }
+    }
+
+    #[test]
+    fn ready_when_the_token_is_valid() {
+        let (ok, r, m) = ready(&health(T0 + 1));
+        assert!(ok);
+        assert_eq!(r, reason::READY);
+        assert_eq!(
+            m,
+            "the token in Secret out is valid until 2027-01-15T08:50:00Z; \
+             next refresh at 2027-01-15T08:33:20Z"
+        );
+        let (ok, r, _) = ready(&health(T0 + 3000));
+        assert_eq!((ok, r), (false, reason::TOKEN_EXPIRED));
+        let (ok, r, _) = ready(&Health {
+            token_present: false,
+            token: None,
+            ..health(T0)
+        });
+        assert_eq!((ok, r), (false, reason::PENDING));
+    }
+
+    #[test]
+    fn transient_failures_keep_ready_while_valid() {
+        let failure = Problem::new(
+            reason::UPSTREAM_UNAVAILABLE,
+            "refresh: server error (HTTP 503)",
+        );
+        let h = Health {
+            failure: Some(&failure),
+            ..health(T0 + 2100)
+        };
+        let (ok, r, m) = ready(&h);
+        assert_eq!((ok, r), (true, reason::UPSTREAM_UNAVAILABLE));
+        assert!(m.contains("valid until 2027-01-15T08:50:00Z"), "{m}");
+        let (ok, r, m) = ready(&Health {
+            now: at(T0 + 3001),
+            ..h.clone()
+        });
+        assert_eq!((ok, r), (false, reason::TOKEN_EXPIRED));
+        assert!(m.contains("HTTP 503"), "{m}");
+        let (ok, r, _) = ready(&Health {
+            token_present: false,
+            token: None,
+            ..h
+        });
+        assert_eq!((ok, r), (false, reason::UPSTREAM_UNAVAILABLE));
+    }
+
+    #[test]
+    fn hard_failures_and_blockers_are_not_ready() {
+        let creds = Problem::new(reason::INVALID_CREDENTIALS, "auth: unauthorized (HTTP 401)");
+        let (ok, r, _) = ready(&Health {
+            failure: Some(&creds),
+            ..health(T0 + 1)
+        });
+        assert_eq!((ok, r), (false, reason::INVALID_CREDENTIALS));
+        let missing = Problem::new(
+            reason::SECRET_NOT_FOUND,
+            "Secret in (client token) not found",
+        );
+        let (ok, r, m) = ready(&Health {
+            blocker: Some(&missing),
+            failure: Some(&creds),
+            ..health(T0 + 1)
+        });
+        assert_eq!((ok, r), (false, reason::SECRET_NOT_FOUND));
+        assert!(
+            m.starts_with("Secret in (client token) not found; the token in Secret out is valid"),
+            "{m}"
+        );
+        let conflict = Problem::new(
+            reason::SECRET_CONFLICT,
+            "Secret out exists and is not managed by this object",
+        );
+        let h = Health {
+            blocker: Some(&conflict),
+            suspended: true,
+            ..health(T0 + 1)
+        };
+        assert_eq!(
+            ready(&h),
+            (false, reason::SECRET_CONFLICT, conflict.message.clone())
+        );
+    }
+
+    #[test]
+    fn suspended_reflects_validity() {
+        let (ok, r, m) = ready(&Health {
+            suspended: true,
+            ..health(T0 + 1)
+        });
+        assert_eq!((ok, r), (true, reason::SUSPENDED));
+        assert!(
+            m.starts_with("refreshing is suspended; the token in Secret out is valid until"),
+            "{m}"
+        );
+        let (ok, r, _) = ready(&Health {
+            suspended: true,
+            ..health(T0 + 4000)
+        });
+        assert_eq!((ok, r), (false, reason::SUSPENDED));
+    }
+}

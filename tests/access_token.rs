@@ -1,0 +1,1294 @@
+//! The GebetaAccessToken controller against a real API server (etcd + kube-apiserver +
+//! kube-controller-manager) and the in-process simulator, with token lifetimes of seconds.
+//!
+//! Each test has its own namespace, simulator and controller (watching only that namespace),
+//! so the tests run concurrently.
+
+mod support;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use gebeta_operator::{
+    controllers::{
+        Context, Readiness, Settings, WatchScope,
+        access_token::{self, REFRESH_ANNOTATION, RESTARTED_AT_ANNOTATION},
+        conditions,
+    },
+    crd::{Condition, GebetaAccessToken, GebetaAccessTokenStatus, GebetaServiceAccount},
+    gebeta::{
+        AccountState, ClientConfig, GebetaClient, Platform, RetryPolicy, Scope, decode_claims,
+    },
+    metrics::{Metrics, ReconcileLabels},
+    sim::{Fault, Sim, SimConfig, SimHandle},
+};
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::{apps::v1::Deployment, core::v1::Secret, events::v1::Event},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const INPUTS: &str = "gebeta-inputs";
+
+/// One test's world: a namespace, a simulator with a client and a server account made "in
+/// the dashboard", their tokens in Secret `gebeta-inputs`, and the controller in-process.
+struct Fixture {
+    client: Client,
+    ns: String,
+    sim: SimHandle,
+    base_url: String,
+    server_id: String,
+    operator: Option<Operator>,
+}
+
+struct Operator {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Fixture {
+    async fn new(prefix: &str, ttl_secs: u64, rotate: bool) -> Fixture {
+        let client = support::client();
+        let ns = support::namespace(&client, prefix).await;
+        let sim = Sim::start(SimConfig {
+            token_ttl: Duration::from_secs(ttl_secs),
+            rotate_refresh_tokens: rotate,
+            ..SimConfig::default()
+        })
+        .await
+        .expect("start the simulator");
+        let (_, client_token) = sim.create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+        let (server_id, server_token) =
+            sim.create_dashboard_account(Platform::Web, vec![Scope::Tile, Scope::Direction]);
+        let base_url = sim.base_url();
+        let fixture = Fixture {
+            client,
+            ns,
+            sim,
+            base_url,
+            server_id,
+            operator: None,
+        };
+        fixture
+            .put_secret(
+                INPUTS,
+                &[("client", &client_token), ("server", &server_token)],
+            )
+            .await;
+        fixture
+    }
+
+    fn start(&mut self) {
+        assert!(self.operator.is_none(), "already running");
+        let gebeta = GebetaClient::new(ClientConfig {
+            base_url: self.base_url.clone(),
+            request_timeout: Duration::from_secs(2),
+            // One attempt per call: the controller's own backoff is what these tests observe.
+            retry: RetryPolicy::no_retries(),
+            ..ClientConfig::default()
+        })
+        .expect("a Gebeta client");
+        let metrics = Metrics::new();
+        let ctx = Context::new(
+            self.client.clone(),
+            gebeta,
+            metrics.clone(),
+            Settings::default(),
+        );
+        let scope = WatchScope {
+            namespaces: vec![self.ns.clone()],
+            label_selector: None,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(access_token::run(
+            ctx,
+            scope,
+            shutdown.clone(),
+            Readiness::default(),
+        ));
+        self.operator = Some(Operator {
+            shutdown,
+            task,
+            metrics,
+        });
+    }
+
+    /// Graceful stop: running reconciles finish, nothing new starts.
+    async fn stop(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(30), op.task)
+                .await
+                .expect("the controller stops within 30 s")
+                .expect("the controller task does not panic");
+        }
+    }
+
+    fn metrics(&self) -> Arc<Metrics> {
+        self.operator.as_ref().expect("running").metrics.clone()
+    }
+
+    /// Successful reconciles so far (of the running controller).
+    fn reconciles(&self) -> u64 {
+        let labels = ReconcileLabels {
+            controller: "access_token",
+            result: "ok".into(),
+        };
+        self.metrics().reconciles.get_or_create(&labels).get()
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn gats(&self) -> Api<GebetaAccessToken> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn put_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.secrets()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Replaces the whole data of Secret `name`.
+    async fn replace_secret_data(&self, name: &str, data: &[(&str, &str)]) {
+        let mut secret = self.secrets().get(name).await.unwrap();
+        secret.data = Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        );
+        self.secrets()
+            .replace(name, &PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    /// A spec reading both tokens from `gebeta-inputs`.
+    fn spec(secret_name: &str) -> Value {
+        json!({
+            "clientToken": {"secretKeyRef": {"name": INPUTS, "key": "client"}},
+            "serverToken": {"secretKeyRef": {"name": INPUTS, "key": "server"}},
+            "secretName": secret_name,
+        })
+    }
+
+    async fn create(&self, name: &str, spec: Value) {
+        let obj: GebetaAccessToken = serde_json::from_value(json!({
+            "apiVersion": "gebeta.app/v1alpha1",
+            "kind": "GebetaAccessToken",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .unwrap();
+        self.gats()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+
+    async fn merge(&self, name: &str, patch: Value) {
+        self.gats()
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    async fn status(&self, name: &str) -> GebetaAccessTokenStatus {
+        self.gats()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    /// Waits until the Ready condition has `reason` and the status passes `check`.
+    async fn wait_status(
+        &self,
+        name: &str,
+        reason: &str,
+        check: impl Fn(&GebetaAccessTokenStatus) -> bool,
+    ) -> GebetaAccessTokenStatus {
+        let api = self.gats();
+        let check = &check;
+        support::eventually(DEADLINE, &format!("{name}: Ready reason {reason}"), || {
+            let api = api.clone();
+            async move {
+                let status = api.get(name).await.ok()?.status?;
+                (ready(&status)?.reason == reason && check(&status)).then_some(status)
+            }
+        })
+        .await
+    }
+
+    async fn wait_ready(&self, name: &str) -> GebetaAccessTokenStatus {
+        let status = self.wait_status(name, "Ready", |_| true).await;
+        assert_eq!(ready(&status).unwrap().status, "True");
+        status
+    }
+
+    async fn token(&self, secret_name: &str) -> Option<String> {
+        let secret = self.secrets().get_opt(secret_name).await.unwrap()?;
+        value(&secret, "token")
+    }
+
+    /// Waits until Secret `secret_name` holds a token other than `old`.
+    async fn wait_new_token(&self, secret_name: &str, old: &str) -> String {
+        let secrets = self.secrets();
+        support::eventually(DEADLINE, &format!("a new token in {secret_name}"), || {
+            let secrets = secrets.clone();
+            async move {
+                let token = value(&secrets.get_opt(secret_name).await.ok()??, "token")?;
+                (token != old).then_some(token)
+            }
+        })
+        .await
+    }
+
+    /// Waits until the controller has completed `n` more reconciles than `since`.
+    async fn wait_reconciles(&self, since: u64, n: u64) {
+        support::eventually(DEADLINE, "reconciles", || {
+            let now = self.reconciles();
+            std::future::ready((now >= since + n).then_some(()))
+        })
+        .await
+    }
+
+    /// Wakes the controller for every object reading `gebeta-inputs`, without changing any
+    /// object (a label on the input Secret changes its metadata only).
+    async fn touch_inputs(&self, value: &str) {
+        let patch = json!({"metadata": {"labels": {"touched": value}}});
+        self.secrets()
+            .patch(INPUTS, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    async fn events(&self, object: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+            .collect()
+    }
+
+    async fn wait_event(&self, object: &str, reason: &str) -> Event {
+        support::eventually(DEADLINE, &format!("{object}: event {reason}"), || async {
+            self.events(object)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await
+    }
+
+    fn route_url(&self) -> String {
+        format!(
+            "{}/route?origin=9.0222,38.7469&destination=9.05,38.75",
+            self.base_url
+        )
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.shutdown.cancel();
+            op.task.abort();
+        }
+    }
+}
+
+fn ready(status: &GebetaAccessTokenStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == "Ready")
+}
+
+fn value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|v| String::from_utf8(v.0.clone()).unwrap())
+}
+
+fn claims(token: &str) -> (i64, i64) {
+    let c = decode_claims(token).expect("a JWT");
+    (c.iat.expect("iat"), c.exp.expect("exp"))
+}
+
+async fn route_status(url: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the simulator answers")
+        .status()
+        .as_u16()
+}
+
+/// Reads the Secret continuously and calls `/route` with whatever token it holds.
+struct Checker {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    report: Arc<Mutex<Report>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Report {
+    /// Distinct tokens in order: (token, iat, exp, first seen).
+    tokens: Vec<(String, i64, i64, Timestamp)>,
+    checks: u64,
+    rejections: Vec<String>,
+    /// Smallest time left on the old token when the new one was first seen (seconds).
+    min_margin: Option<f64>,
+    /// Earliest replacement of a token, as the fraction of its lifetime (exp - iat) elapsed.
+    min_replaced_at_fraction: Option<f64>,
+}
+
+impl Report {
+    fn observe(&mut self, current: &str, now: Timestamp) {
+        if self.tokens.last().map(|t| t.0.as_str()) == Some(current) {
+            return;
+        }
+        let (iat, exp) = claims(current);
+        let now_s = now.as_millisecond() as f64 / 1000.0;
+        if let Some((_, prev_iat, prev_exp, _)) = self.tokens.last() {
+            let margin = *prev_exp as f64 - now_s;
+            self.min_margin = Some(self.min_margin.map_or(margin, |m| m.min(margin)));
+            let fraction = (now_s - *prev_iat as f64) / (*prev_exp - *prev_iat) as f64;
+            self.min_replaced_at_fraction = Some(
+                self.min_replaced_at_fraction
+                    .map_or(fraction, |f| f.min(fraction)),
+            );
+        }
+        self.tokens.push((current.to_string(), iat, exp, now));
+    }
+}
+
+impl Checker {
+    fn spawn(fixture: &Fixture, secret_name: &str) -> Checker {
+        let secrets = fixture.secrets();
+        let url = fixture.route_url();
+        let secret_name = secret_name.to_string();
+        let stop = CancellationToken::new();
+        let report = Arc::new(Mutex::new(Report::default()));
+        let (token, shared) = (stop.clone(), report.clone());
+        let task = tokio::spawn(async move {
+            while !token.is_cancelled() {
+                if let Ok(Some(secret)) = secrets.get_opt(&secret_name).await
+                    && let Some(current) = value(&secret, "token")
+                {
+                    let now = Timestamp::now();
+                    shared.lock().unwrap().observe(&current, now);
+                    let status = route_status(&url, &current).await;
+                    let mut report = shared.lock().unwrap();
+                    report.checks += 1;
+                    if status != 200 {
+                        let (_, exp) = claims(&current);
+                        report.rejections.push(format!(
+                            "HTTP {status} at {now} for a token expiring at {exp}"
+                        ));
+                    }
+                }
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        });
+        Checker { stop, task, report }
+    }
+
+    /// Waits until the checker has used `token`.
+    async fn wait_seen(&self, token: &str) {
+        support::eventually(DEADLINE, "the checker uses the new token", || {
+            let seen = self
+                .report
+                .lock()
+                .unwrap()
+                .tokens
+                .iter()
+                .any(|t| t.0 == token);
+            std::future::ready(seen.then_some(()))
+        })
+        .await
+    }
+
+    async fn finish(self) -> Report {
+        self.stop.cancel();
+        self.task.await.expect("the checker does not panic");
+        self.report.lock().unwrap().clone()
+    }
+}
+
+/// Runs the controller across several token lifetimes while a checker uses the token.
+async fn keeps_a_valid_token(rotate: bool) {
+    let ttl = 4;
+    let mut f = Fixture::new(
+        if rotate { "gat-rotate" } else { "gat-norotate" },
+        ttl,
+        rotate,
+    )
+    .await;
+    f.start();
+    let checker = Checker::spawn(&f, "maps-token");
+    let started = std::time::Instant::now();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    // Five lifetimes of refreshes.
+    let first = f.token("maps-token").await.unwrap();
+    let (first_iat, _) = claims(&first);
+    support::eventually(Duration::from_secs(60), "five lifetimes", || async {
+        let token = f.token("maps-token").await?;
+        (claims(&token).0 >= first_iat + 5 * ttl as i64).then_some(())
+    })
+    .await;
+    f.stop().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let last = f.token("maps-token").await.unwrap();
+    checker.wait_seen(&last).await;
+    let report = checker.finish().await;
+    let tokens: Vec<String> = report.tokens.iter().map(|t| t.0.clone()).collect();
+    let (auth, refresh) = (f.sim.calls("auth"), f.sim.calls("refresh"));
+    println!(
+        "rotate={rotate} ttl={ttl}s: {} checks, {} tokens, auth={auth}, refresh={refresh} \
+         in {elapsed:.1}s ({:.2} refreshes per lifetime), smallest margin {:.2}s, \
+         earliest replacement at {:.0}% of a lifetime",
+        report.checks,
+        tokens.len(),
+        refresh as f64 * ttl as f64 / elapsed,
+        report.min_margin.unwrap_or(f64::NAN),
+        100.0 * report.min_replaced_at_fraction.unwrap_or(f64::NAN),
+    );
+    assert!(
+        report.rejections.is_empty(),
+        "rejected: {:?}",
+        report.rejections
+    );
+    assert!(
+        report.checks >= 50,
+        "the checker ran ({} checks)",
+        report.checks
+    );
+    assert_eq!(auth, 1, "one auth for one token source");
+    assert_eq!(
+        refresh,
+        tokens.len() as u64 - 1,
+        "one refresh per token, none wasted"
+    );
+    assert!(tokens.len() >= 6, "{} tokens", tokens.len());
+    assert!(
+        report.min_margin.unwrap() > 0.0,
+        "a token was replaced only after it expired"
+    );
+    // Never refreshed before half of the lifetime (iat has whole-second precision).
+    assert!(
+        report.min_replaced_at_fraction.unwrap() >= 0.5,
+        "replaced at {:?} of a lifetime",
+        report.min_replaced_at_fraction
+    );
+    assert_eq!(
+        f.sim.status_count("refresh", 200),
+        refresh,
+        "no failed refresh"
+    );
+    if rotate {
+        assert_eq!(
+            f.sim.live_refresh_tokens(),
+            1,
+            "rotation kept exactly one live refresh token"
+        );
+    }
+    // The refresh token never reached the Secret workloads mount.
+    let target = f.secrets().get("maps-token").await.unwrap();
+    assert_eq!(
+        target.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+        ["expiresAt", "token"]
+    );
+    let refresh_secret = f.secrets().get("maps-gebeta-refresh").await.unwrap();
+    assert!(value(&refresh_secret, "refreshToken").is_some_and(|t| t.starts_with("gbr_")));
+    assert_eq!(
+        value(&refresh_secret, "sourceFingerprint").map(|f| f.len()),
+        Some(64)
+    );
+}
+
+#[tokio::test]
+async fn token_stays_valid_across_lifetimes_without_rotation() {
+    keeps_a_valid_token(false).await;
+}
+
+#[tokio::test]
+async fn token_stays_valid_across_lifetimes_with_rotation() {
+    keeps_a_valid_token(true).await;
+}
+
+#[tokio::test]
+async fn dead_refresh_token_leads_to_a_new_auth() {
+    let mut f = Fixture::new("gat-reauth", 4, true).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    let first = f.token("maps-token").await.unwrap();
+    // Leaving ACTIVE kills the account's refresh tokens (even after coming back).
+    assert!(
+        f.sim
+            .set_account_state(&f.server_id, AccountState::Suspended)
+    );
+    assert!(f.sim.set_account_state(&f.server_id, AccountState::Active));
+    assert_eq!(f.sim.live_refresh_tokens(), 0);
+    let second = f.wait_new_token("maps-token", &first).await;
+    assert_eq!(
+        f.sim.status_count("refresh", 401),
+        1,
+        "the dead refresh token was tried once"
+    );
+    assert_eq!(f.sim.calls("auth"), 2, "then a new auth");
+    assert_eq!(route_status(&f.route_url(), &second).await, 200);
+    // An injected 401 on refresh does the same.
+    f.sim.inject("refresh", Fault::Status(401, None), 1);
+    let third = f.wait_new_token("maps-token", &second).await;
+    assert_eq!(f.sim.calls("auth"), 3);
+    assert_eq!(route_status(&f.route_url(), &third).await, 200);
+    let status = f.wait_ready("maps").await;
+    assert_eq!(status.last_failure_reason, None);
+}
+
+#[tokio::test]
+async fn short_outage_is_bridged_by_the_current_token() {
+    let mut f = Fixture::new("gat-blip", 10, false).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    let checker = Checker::spawn(&f, "maps-token");
+    let first = f.token("maps-token").await.unwrap();
+    f.sim.inject("refresh", Fault::Status(503, None), 1000);
+    // The refresh fails: Ready stays True (the token is valid) and says why.
+    let status = f
+        .wait_status("maps", "UpstreamUnavailable", |s| {
+            s.last_failure_reason.as_deref() == Some("UpstreamUnavailable")
+        })
+        .await;
+    let cond = ready(&status).unwrap();
+    assert_eq!(cond.status, "True");
+    assert!(cond.message.contains("valid until"), "{}", cond.message);
+    assert_eq!(
+        f.token("maps-token").await.as_deref(),
+        Some(first.as_str()),
+        "the Secret keeps its token"
+    );
+    f.sim.clear_faults();
+    let second = f.wait_new_token("maps-token", &first).await;
+    let status = f.wait_ready("maps").await;
+    assert_eq!(status.last_failure_reason, None);
+    checker.wait_seen(&second).await;
+    let report = checker.finish().await;
+    assert!(
+        report.rejections.is_empty(),
+        "rejected: {:?}",
+        report.rejections
+    );
+    let (_, first_exp) = claims(&first);
+    let replaced = report
+        .tokens
+        .iter()
+        .find(|t| t.0 == second)
+        .map(|t| t.3)
+        .expect("the checker saw the new token");
+    assert!(
+        replaced.as_second() < first_exp,
+        "replaced before the old token expired"
+    );
+    assert_eq!(f.sim.calls("auth"), 1);
+    f.wait_event("maps", "UpstreamUnavailable").await;
+    f.wait_event("maps", "Recovered").await;
+}
+
+#[tokio::test]
+async fn long_outage_reports_expiry_then_recovers() {
+    let mut f = Fixture::new("gat-outage", 3, false).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    let first = f.token("maps-token").await.unwrap();
+    let outage = std::time::Instant::now();
+    f.sim.inject("*", Fault::Status(503, None), 1000);
+    let status = f
+        .wait_status("maps", "TokenExpired", |s| {
+            s.last_failure_reason.as_deref() == Some("UpstreamUnavailable")
+        })
+        .await;
+    assert_eq!(ready(&status).unwrap().status, "False");
+    assert!(
+        ready(&status).unwrap().message.contains("expired at"),
+        "{:?}",
+        ready(&status)
+    );
+    assert_eq!(
+        f.token("maps-token").await.as_deref(),
+        Some(first.as_str()),
+        "the old token is kept, never emptied"
+    );
+    f.wait_event("maps", "TokenExpired").await;
+    f.sim.clear_faults();
+    let failed = f.sim.status_count("refresh", 503) + f.sim.status_count("auth", 503);
+    let secs = outage.elapsed().as_secs_f64();
+    assert!(
+        (failed as f64) <= secs + 2.0,
+        "{failed} failed calls in {secs:.1}s: backoff, not a tight loop"
+    );
+    let second = f.wait_new_token("maps-token", &first).await;
+    f.wait_ready("maps").await;
+    assert_eq!(route_status(&f.route_url(), &second).await, 200);
+    f.wait_event("maps", "Recovered").await;
+}
+
+#[tokio::test]
+async fn restart_mid_lifetime_makes_no_calls_until_due() {
+    let mut f = Fixture::new("gat-restart", 20, true).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    let before = f.wait_ready("maps").await;
+    let target = f.secrets().get("maps-token").await.unwrap();
+    let refresh = f.secrets().get("maps-gebeta-refresh").await.unwrap();
+    let (iat, exp) = claims(&value(&target, "token").unwrap());
+    f.stop().await;
+    f.sim.reset_stats();
+    f.start();
+    f.wait_reconciles(0, 1).await;
+    assert!(
+        Timestamp::now().as_second() < iat + 10,
+        "the restart happened mid-lifetime"
+    );
+    assert_eq!(
+        (f.sim.calls("auth"), f.sim.calls("refresh")),
+        (0, 0),
+        "no Gebeta call after a restart"
+    );
+    let target_after = f.secrets().get("maps-token").await.unwrap();
+    let refresh_after = f.secrets().get("maps-gebeta-refresh").await.unwrap();
+    assert_eq!(target_after.resource_version(), target.resource_version());
+    assert_eq!(refresh_after.resource_version(), refresh.resource_version());
+    assert_eq!(f.status("maps").await, before, "no status write");
+    assert!(
+        f.metrics()
+            .encode()
+            .contains(&format!("name=\"maps\"}} {exp}")),
+        "the expiry metric is back"
+    );
+    // When due, a refresh with the stored (rotated) refresh token: still no auth.
+    let old = value(&target, "token").unwrap();
+    f.wait_new_token("maps-token", &old).await;
+    assert_eq!((f.sim.calls("auth"), f.sim.calls("refresh")), (0, 1));
+}
+
+#[tokio::test]
+async fn changed_input_token_means_a_new_auth() {
+    let mut f = Fixture::new("gat-inputs", 60, false).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    let first = f.token("maps-token").await.unwrap();
+    let inputs = f.secrets().get(INPUTS).await.unwrap();
+    let (new_server, new_server_token) = f
+        .sim
+        .create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    let client_token = value(&inputs, "client").unwrap();
+    f.put_secret(
+        INPUTS,
+        &[("client", &client_token), ("server", &new_server_token)],
+    )
+    .await;
+    let second = f.wait_new_token("maps-token", &first).await;
+    assert_eq!(
+        decode_claims(&second).unwrap().sub.as_deref(),
+        Some(new_server.as_str())
+    );
+    assert_eq!((f.sim.calls("auth"), f.sim.calls("refresh")), (2, 0));
+    assert_eq!(route_status(&f.route_url(), &second).await, 200);
+    f.wait_ready("maps").await;
+}
+
+#[tokio::test]
+async fn bad_inputs_give_clear_conditions_and_overwrite_nothing() {
+    let mut f = Fixture::new("gat-badin", 60, false).await;
+    f.start();
+    let spec = json!({
+        "clientToken": {"secretKeyRef": {"name": "late", "key": "client"}},
+        "serverToken": {"secretKeyRef": {"name": "late", "key": "server"}},
+        "secretName": "maps-token",
+    });
+    f.create("maps", spec).await;
+    let s = f.wait_status("maps", "SecretNotFound", |_| true).await;
+    assert!(
+        ready(&s)
+            .unwrap()
+            .message
+            .contains("Secret late (client token) not found"),
+        "{:?}",
+        ready(&s)
+    );
+    let inputs = f.secrets().get(INPUTS).await.unwrap();
+    let (client, server) = (
+        value(&inputs, "client").unwrap(),
+        value(&inputs, "server").unwrap(),
+    );
+    f.put_secret("late", &[("client", &client)]).await;
+    let s = f.wait_status("maps", "SecretKeyNotFound", |_| true).await;
+    assert!(
+        ready(&s)
+            .unwrap()
+            .message
+            .contains("(server token) has no key server"),
+        "{:?}",
+        ready(&s)
+    );
+    f.put_secret("late", &[("client", &client), ("server", " \n")])
+        .await;
+    let s = f.wait_status("maps", "InvalidSecret", |_| true).await;
+    assert!(
+        ready(&s).unwrap().message.contains("empty value"),
+        "{:?}",
+        ready(&s)
+    );
+    f.put_secret("late", &[("client", &client), ("server", "two words")])
+        .await;
+    f.wait_status("maps", "InvalidSecret", |s| {
+        ready(s).is_some_and(|c| c.message.contains("no valid token"))
+    })
+    .await;
+    assert!(
+        f.secrets().get_opt("maps-token").await.unwrap().is_none(),
+        "nothing written"
+    );
+    assert_eq!(f.sim.calls("auth"), 0, "no call with bad inputs");
+    f.wait_event("maps", "SecretNotFound").await;
+    f.wait_event("maps", "SecretKeyNotFound").await;
+    // Fixed: a token.
+    f.put_secret(
+        "late",
+        &[("client", &client), ("server", &format!("{server}\n"))],
+    )
+    .await;
+    f.wait_ready("maps").await;
+    let target = f.secrets().get("maps-token").await.unwrap();
+    let token = value(&target, "token").unwrap();
+    // Broken again: reported, and the working token stays.
+    f.replace_secret_data("late", &[("client", &client)]).await;
+    let s = f.wait_status("maps", "SecretKeyNotFound", |_| true).await;
+    assert_eq!(ready(&s).unwrap().status, "False");
+    assert!(
+        ready(&s).unwrap().message.contains("is valid until"),
+        "{:?}",
+        ready(&s)
+    );
+    assert!(s.expires_at.is_some());
+    let after = f.secrets().get("maps-token").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        target.resource_version(),
+        "the token Secret is untouched"
+    );
+    assert_eq!(route_status(&f.route_url(), &token).await, 200);
+    assert_eq!(f.sim.calls("auth"), 1);
+}
+
+#[tokio::test]
+async fn service_account_source_is_used_once_ready() {
+    let mut f = Fixture::new("gat-gsa", 60, false).await;
+    f.start();
+    let inputs = f.secrets().get(INPUTS).await.unwrap();
+    let client = value(&inputs, "client").unwrap();
+    let spec = json!({
+        "clientToken": {"serviceAccountRef": {"name": "web"}},
+        "serverToken": {"secretKeyRef": {"name": INPUTS, "key": "server"}},
+        "secretName": "maps-token",
+    });
+    f.create("maps", spec).await;
+    let s = f.wait_status("maps", "SourceNotReady", |_| true).await;
+    assert!(
+        ready(&s)
+            .unwrap()
+            .message
+            .contains("GebetaServiceAccount web (client token) not found")
+    );
+    let gsas: Api<GebetaServiceAccount> = Api::namespaced(f.client.clone(), &f.ns);
+    let gsa: GebetaServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaServiceAccount",
+        "metadata": {"name": "web"}, "spec": {"platform": "WEB", "scopes": ["TILE"]},
+    }))
+    .unwrap();
+    gsas.create(&PostParams::default(), &gsa).await.unwrap();
+    f.wait_status("maps", "SourceNotReady", |s| {
+        ready(s).is_some_and(|c| c.message.contains("is not Ready"))
+    })
+    .await;
+    // What the service-account controller would do: the token Secret, then a Ready status.
+    f.put_secret("web-secret", &[("token", &client)]).await;
+    let status = json!({"status": {"tokenSecretName": "web-secret", "conditions": [{
+        "type": "Ready", "status": "True", "reason": "Ready", "message": "",
+        "lastTransitionTime": conditions::now_rfc3339(),
+    }]}});
+    gsas.patch_status("web", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    f.wait_ready("maps").await;
+    let first = f.token("maps-token").await.unwrap();
+    assert_eq!(f.sim.calls("auth"), 1);
+    // The account's token changes (rotation): a new auth with it.
+    let (_, new_client) = f
+        .sim
+        .create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    f.put_secret("web-secret", &[("token", &new_client)]).await;
+    let second = f.wait_new_token("maps-token", &first).await;
+    assert_eq!(f.sim.calls("auth"), 2);
+    assert_eq!(route_status(&f.route_url(), &second).await, 200);
+}
+
+/// A fake API answering every auth and refresh with `{"accessToken": <current value>}`.
+async fn fake_upstream(access_token: Arc<Mutex<String>>) -> String {
+    use axum::{Json, Router, extract::State, routing::post};
+    async fn answer(State(token): State<Arc<Mutex<String>>>) -> Json<Value> {
+        let token = token.lock().unwrap().clone();
+        Json(json!({"data": {"accessToken": token, "refreshToken": "fake-refresh-token"}}))
+    }
+    let app = Router::new()
+        .route("/api/v1/external/auth", post(answer))
+        .route("/api/v1/external/refresh", post(answer))
+        .with_state(access_token);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/api/v1")
+}
+
+fn unsigned_jwt(iat: i64, exp: i64) -> String {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload =
+        URL_SAFE_NO_PAD.encode(json!({"iat": iat, "exp": exp, "sub": "fake"}).to_string());
+    format!("{header}.{payload}.c2lnbmF0dXJl")
+}
+
+#[tokio::test]
+async fn malformed_or_expired_tokens_from_the_api_are_never_written() {
+    let answer = Arc::new(Mutex::new("not-a-jwt".to_string()));
+    let mut f = Fixture::new("gat-nonjwt", 60, false).await;
+    f.base_url = fake_upstream(answer.clone()).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    let s = f
+        .wait_status("maps", "InvalidTokenFromUpstream", |_| true)
+        .await;
+    assert_eq!(ready(&s).unwrap().status, "False");
+    assert!(
+        ready(&s).unwrap().message.contains("not a JWT"),
+        "{:?}",
+        ready(&s)
+    );
+    assert!(
+        f.secrets().get_opt("maps-token").await.unwrap().is_none(),
+        "no token written"
+    );
+    // A good token.
+    let now = Timestamp::now().as_second();
+    let good = unsigned_jwt(now, now + 120);
+    *answer.lock().unwrap() = good.clone();
+    f.wait_ready("maps").await;
+    assert_eq!(f.token("maps-token").await.as_deref(), Some(good.as_str()));
+    let written = f.secrets().get("maps-token").await.unwrap();
+    // Then garbage on a manual refresh: the good token stays, Ready stays True while valid.
+    *answer.lock().unwrap() = "not-a-jwt".into();
+    f.merge(
+        "maps",
+        json!({"metadata": {"annotations": {REFRESH_ANNOTATION: "1"}}}),
+    )
+    .await;
+    let s = f
+        .wait_status("maps", "InvalidTokenFromUpstream", |_| true)
+        .await;
+    assert_eq!(ready(&s).unwrap().status, "True");
+    assert_eq!(
+        s.observed_refresh_request, None,
+        "the request is not done yet"
+    );
+    // An already expired token is refused as well.
+    *answer.lock().unwrap() = unsigned_jwt(now - 120, now - 60);
+    f.wait_status("maps", "InvalidTokenFromUpstream", |s| {
+        s.last_failure_message
+            .as_deref()
+            .is_some_and(|m| m.contains("already expired"))
+    })
+    .await;
+    let after = f.secrets().get("maps-token").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        written.resource_version(),
+        "the Secret was never touched"
+    );
+    // Back to good tokens: the pending manual refresh completes.
+    let now = Timestamp::now().as_second();
+    let better = unsigned_jwt(now, now + 120);
+    *answer.lock().unwrap() = better.clone();
+    let s = f
+        .wait_status("maps", "Ready", |s| {
+            s.observed_refresh_request.as_deref() == Some("1")
+        })
+        .await;
+    assert_eq!(s.last_failure_reason, None);
+    assert_eq!(
+        f.token("maps-token").await.as_deref(),
+        Some(better.as_str())
+    );
+}
+
+#[tokio::test]
+async fn unreadable_answers_from_the_api_are_reported() {
+    let mut f = Fixture::new("gat-garbage", 60, false).await;
+    f.sim.inject("auth", Fault::Garbage, 1000);
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    let s = f
+        .wait_status("maps", "InvalidTokenFromUpstream", |_| true)
+        .await;
+    assert_eq!(ready(&s).unwrap().status, "False");
+    assert!(f.secrets().get_opt("maps-token").await.unwrap().is_none());
+    f.wait_event("maps", "InvalidTokenFromUpstream").await;
+    f.sim.clear_faults();
+    f.wait_ready("maps").await;
+    let token = f.token("maps-token").await.unwrap();
+    assert_eq!(route_status(&f.route_url(), &token).await, 200);
+}
+
+#[tokio::test]
+async fn invalid_credentials_are_reported() {
+    let mut f = Fixture::new("gat-creds", 60, false).await;
+    assert!(
+        f.sim
+            .set_account_state(&f.server_id, AccountState::Suspended)
+    );
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    let s = f.wait_status("maps", "InvalidCredentials", |_| true).await;
+    assert_eq!(ready(&s).unwrap().status, "False");
+    assert_eq!(s.last_failure_reason.as_deref(), Some("InvalidCredentials"));
+    f.wait_event("maps", "InvalidCredentials").await;
+    // Backoff, not a tight loop: a handful of attempts at most while we look.
+    let calls = f.sim.calls("auth");
+    assert!(calls <= 3, "{calls} auth calls");
+    // Fixed inputs are tried at once, whatever the backoff.
+    let (_, server) = f
+        .sim
+        .create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    let inputs = f.secrets().get(INPUTS).await.unwrap();
+    f.put_secret(
+        INPUTS,
+        &[
+            ("client", &value(&inputs, "client").unwrap()),
+            ("server", &server),
+        ],
+    )
+    .await;
+    f.wait_ready("maps").await;
+}
+
+#[tokio::test]
+async fn foreign_secret_is_a_conflict_and_left_alone() {
+    let mut f = Fixture::new("gat-conflict", 60, false).await;
+    f.put_secret("taken", &[("token", "someone else's")]).await;
+    let foreign = f.secrets().get("taken").await.unwrap();
+    f.start();
+    f.create("maps", Fixture::spec("taken")).await;
+    let s = f.wait_status("maps", "SecretConflict", |_| true).await;
+    assert_eq!(ready(&s).unwrap().status, "False");
+    let event = f.wait_event("maps", "SecretConflict").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    // More reconciles: still one event, no write, no call.
+    let n = f.reconciles();
+    f.touch_inputs("1").await;
+    f.wait_reconciles(n, 1).await;
+    let events: Vec<_> = f
+        .events("maps")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretConflict"))
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].series.is_none(),
+        "published once: {:?}",
+        events[0].series
+    );
+    let still = f.secrets().get("taken").await.unwrap();
+    assert_eq!(still.resource_version(), foreign.resource_version());
+    assert_eq!(value(&still, "token").as_deref(), Some("someone else's"));
+    assert_eq!(f.sim.calls("auth"), 0);
+    // The Secret goes away: the object takes the name.
+    f.secrets()
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_ready("maps").await;
+    let ours = f.secrets().get("taken").await.unwrap();
+    assert_eq!(ours.owner_references()[0].name, "maps");
+}
+
+#[tokio::test]
+async fn rollout_restart_once_per_new_token() {
+    let mut f = Fixture::new("gat-rollout", 3, false).await;
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    f.start();
+    let mut spec = Fixture::spec("maps-token");
+    spec["rolloutRestartTargets"] =
+        json!([{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "missing"}]);
+    f.create("maps", spec).await;
+    f.wait_ready("maps").await;
+    let first = f.token("maps-token").await.unwrap();
+    let second = f.wait_new_token("maps-token", &first).await;
+    f.wait_new_token("maps-token", &second).await;
+    f.stop().await;
+    let tokens = f.sim.calls("auth") + f.sim.calls("refresh");
+    let last = f.token("maps-token").await.unwrap();
+    let web = deployments.get("web").await.unwrap();
+    let annotation = web
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[RESTARTED_AT_ANNOTATION]
+        .clone();
+    let (iat, _) = claims(&last);
+    assert_eq!(
+        annotation,
+        conditions::format_time(Timestamp::from_second(iat).unwrap())
+    );
+    assert_eq!(
+        web.metadata.generation,
+        Some(1 + tokens as i64),
+        "one pod-template change per new token ({tokens} tokens)"
+    );
+    let status = f.status("maps").await;
+    assert_eq!(
+        ready(&status).unwrap().reason,
+        "Ready",
+        "a missing target is not fatal"
+    );
+    let missing = f.wait_event("maps", "RolloutTargetNotFound").await;
+    assert!(missing.note.unwrap_or_default().contains("missing"));
+}
+
+#[tokio::test]
+async fn manual_refresh_and_suspension() {
+    let mut f = Fixture::new("gat-manual", 30, false).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    let first = f.token("maps-token").await.unwrap();
+    f.merge(
+        "maps",
+        json!({"metadata": {"annotations": {REFRESH_ANNOTATION: "1"}}}),
+    )
+    .await;
+    let second = f.wait_new_token("maps-token", &first).await;
+    f.wait_status("maps", "Ready", |s| {
+        s.observed_refresh_request.as_deref() == Some("1")
+    })
+    .await;
+    let n = f.reconciles();
+    f.touch_inputs("1").await;
+    f.wait_reconciles(n, 1).await;
+    assert_eq!(
+        (f.sim.calls("auth"), f.sim.calls("refresh")),
+        (1, 1),
+        "one refresh per request"
+    );
+    // Suspended: no calls, even when asked; Ready tells the token is still valid.
+    f.merge("maps", json!({"spec": {"suspended": true}})).await;
+    let s = f.wait_status("maps", "Suspended", |_| true).await;
+    assert_eq!(ready(&s).unwrap().status, "True");
+    f.merge(
+        "maps",
+        json!({"metadata": {"annotations": {REFRESH_ANNOTATION: "2"}}}),
+    )
+    .await;
+    let n = f.reconciles();
+    f.touch_inputs("2").await;
+    f.wait_reconciles(n, 1).await;
+    assert_eq!(f.sim.calls("refresh"), 1, "no call while suspended");
+    assert_eq!(
+        f.token("maps-token").await.as_deref(),
+        Some(second.as_str())
+    );
+    // Resumed: the pending request is served.
+    f.merge("maps", json!({"spec": {"suspended": false}})).await;
+    f.wait_new_token("maps-token", &second).await;
+    f.wait_status("maps", "Ready", |s| {
+        s.observed_refresh_request.as_deref() == Some("2")
+    })
+    .await;
+    assert_eq!((f.sim.calls("auth"), f.sim.calls("refresh")), (1, 2));
+}
+
+#[tokio::test]
+async fn noop_reconciles_write_nothing_and_deletion_cleans_up() {
+    let mut f = Fixture::new("gat-noop", 60, false).await;
+    f.start();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    let status = f.wait_ready("maps").await;
+    let target = f.secrets().get("maps-token").await.unwrap();
+    let refresh = f.secrets().get("maps-gebeta-refresh").await.unwrap();
+    let calls = (f.sim.calls("auth"), f.sim.calls("refresh"));
+    // Woken through an input Secret, then through the object itself.
+    let n = f.reconciles();
+    f.touch_inputs("1").await;
+    f.wait_reconciles(n, 1).await;
+    let n = f.reconciles();
+    f.merge(
+        "maps",
+        json!({"metadata": {"annotations": {"example.com/unrelated": "x"}}}),
+    )
+    .await;
+    f.wait_reconciles(n, 1).await;
+    assert_eq!(
+        f.secrets()
+            .get("maps-token")
+            .await
+            .unwrap()
+            .resource_version(),
+        target.resource_version()
+    );
+    assert_eq!(
+        f.secrets()
+            .get("maps-gebeta-refresh")
+            .await
+            .unwrap()
+            .resource_version(),
+        refresh.resource_version()
+    );
+    assert_eq!(f.status("maps").await, status, "no status write");
+    assert_eq!(
+        (f.sim.calls("auth"), f.sim.calls("refresh")),
+        calls,
+        "no Gebeta call"
+    );
+    // The Secret is ours, with the documented shape.
+    assert_eq!(
+        target.labels()["app.kubernetes.io/managed-by"],
+        "gebeta-operator"
+    );
+    assert_eq!(target.labels()["gebeta.app/access-token"], "maps");
+    assert_eq!(refresh.labels()["gebeta.app/refresh-for"], "maps");
+    assert_eq!(value(&target, "expiresAt"), status.expires_at);
+    // A template change, and an edit of the Secret, are applied without a Gebeta call.
+    f.merge(
+        "maps",
+        json!({"spec": {"secretTemplate": {"labels": {"team": "maps"}}}}),
+    )
+    .await;
+    let tomorrow = base64::engine::general_purpose::STANDARD.encode("tomorrow");
+    let tampered = json!({"data": {"expiresAt": tomorrow}});
+    f.secrets()
+        .patch(
+            "maps-token",
+            &PatchParams::default(),
+            &Patch::Merge(tampered),
+        )
+        .await
+        .unwrap();
+    let secrets = f.secrets();
+    let expected = &status.expires_at;
+    let restored =
+        support::eventually(DEADLINE, "the template applied and the edit undone", || {
+            let secrets = secrets.clone();
+            async move {
+                let s = secrets.get("maps-token").await.ok()?;
+                let ok = s.labels().get("team").is_some_and(|v| v == "maps")
+                    && value(&s, "expiresAt") == *expected;
+                ok.then_some(s)
+            }
+        })
+        .await;
+    assert_eq!(
+        value(&restored, "token"),
+        value(&target, "token"),
+        "the same token"
+    );
+    assert_eq!(
+        (f.sim.calls("auth"), f.sim.calls("refresh")),
+        calls,
+        "no Gebeta call"
+    );
+    // Deleting the object deletes both Secrets (garbage collection) and its metric.
+    assert!(f.metrics().encode().contains("name=\"maps\""));
+    f.gats()
+        .delete("maps", &DeleteParams::default())
+        .await
+        .unwrap();
+    let secrets = f.secrets();
+    support::eventually(DEADLINE, "both Secrets garbage-collected", || {
+        let secrets = secrets.clone();
+        async move {
+            let gone = secrets.get_opt("maps-token").await.ok()?.is_none()
+                && secrets.get_opt("maps-gebeta-refresh").await.ok()?.is_none();
+            gone.then_some(())
+        }
+    })
+    .await;
+    let metrics = f.metrics();
+    support::eventually(DEADLINE, "the expiry metric removed", || {
+        std::future::ready((!metrics.encode().contains("name=\"maps\"")).then_some(()))
+    })
+    .await;
+}
