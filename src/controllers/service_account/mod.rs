@@ -137,22 +137,59 @@ impl From<kube::Error> for Failure {
 /// State of the controller beyond the shared context.
 struct Reconciler {
     ctx: Arc<Context>,
-    /// Consecutive failures per object UID, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Per object UID: consecutive failures and until when to wait before the next attempt.
+    failures: Mutex<HashMap<String, Backoff>>,
     /// When each object's next upstream comparison is due, and at which generation: a reconcile
     /// triggered by our own writes or by a restart makes no Gebeta call until the resync is due.
     checked: Mutex<HashMap<String, (Instant, Option<i64>)>>,
 }
 
+/// Exponential backoff state of one object.
+struct Backoff {
+    failures: u32,
+    until: Instant,
+    /// What the user controls ([`user_fingerprint`]) when the backoff started: a change ends
+    /// the wait at once, while reconciles caused by our own status writes wait it out.
+    fingerprint: u64,
+}
+
+/// A hash of what a user changes to fix a problem: the spec (via the generation) and the
+/// annotations (rotation, cleanup skip, or any nudge).
+fn user_fingerprint(gsa: &GebetaServiceAccount) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    gsa.metadata.generation.hash(&mut hasher);
+    gsa.metadata.annotations.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Reconciler {
-    fn backoff(&self, uid: &str, floor: Option<Duration>) -> Duration {
+    /// Records a failure and returns how long to wait before the next attempt.
+    fn backoff(&self, uid: &str, fingerprint: u64, floor: Option<Duration>) -> Duration {
         let mut failures = self.failures.lock().expect("not poisoned");
-        let n = failures.entry(uid.to_string()).or_default();
-        *n = n.saturating_add(1);
+        let entry = failures.entry(uid.to_string()).or_insert(Backoff {
+            failures: 0,
+            until: Instant::now(),
+            fingerprint,
+        });
+        entry.failures = entry.failures.saturating_add(1);
         let base = Duration::from_secs(2)
-            .saturating_mul(1 << (*n - 1).min(8))
+            .saturating_mul(1 << (entry.failures - 1).min(8))
             .min(Duration::from_secs(300));
-        with_jitter(base.max(floor.unwrap_or_default()), 0.2)
+        let delay = with_jitter(base.max(floor.unwrap_or_default()), 0.2);
+        entry.until = Instant::now() + delay;
+        entry.fingerprint = fingerprint;
+        delay
+    }
+
+    /// How long the object still has to wait after a failure, unless the user changed it.
+    fn waiting(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
+        let failures = self.failures.lock().expect("not poisoned");
+        let entry = failures.get(uid).filter(|b| b.fingerprint == fingerprint)?;
+        entry
+            .until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
     }
 
     fn succeeded(&self, uid: &str) {
@@ -273,7 +310,7 @@ async fn reconcile(gsa: Arc<GebetaServiceAccount>, rec: Arc<Reconciler>) -> Resu
 }
 
 fn error_policy(gsa: Arc<GebetaServiceAccount>, err: &Error, rec: Arc<Reconciler>) -> Action {
-    let delay = rec.backoff(&gsa.uid().unwrap_or_default(), None);
+    let delay = rec.backoff(&gsa.uid().unwrap_or_default(), user_fingerprint(&gsa), None);
     tracing::warn!(namespace = %gsa.namespace().unwrap_or_default(), name = %gsa.name_any(), %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -297,6 +334,11 @@ async fn apply(
 ) -> Result<Action, Error> {
     let ctx = &rec.ctx;
     let uid = gsa.uid().unwrap_or_default();
+    if let Some(wait) = rec.waiting(&uid, user_fingerprint(gsa)) {
+        // Backing off after a failure (this reconcile comes from our own status write or a
+        // Secret event): no API call until the wait is over or the user changes the object.
+        return Ok(Action::requeue(wait));
+    }
     let original = gsa.status.clone().unwrap_or_default();
     let mut status = original.clone();
     let generation = gsa.metadata.generation;
@@ -405,7 +447,7 @@ async fn finish(
                 .await;
             }
             tracing::info!(reason = failure.reason, message = %failure.message, "not ready");
-            Action::requeue(rec.backoff(&uid, failure.retry_after))
+            Action::requeue(rec.backoff(&uid, user_fingerprint(gsa), failure.retry_after))
         }
     };
     let recovered = outcome.is_ok()
