@@ -33,6 +33,7 @@ const USER_TOKEN: &str = "sim-user-token";
 
 /// One test's world: a namespace, a simulator, and the controller running in-process.
 struct Fixture {
+    readiness: Readiness,
     client: Client,
     ns: String,
     sim: SimHandle,
@@ -57,6 +58,7 @@ impl Fixture {
             .await
             .expect("start the simulator");
         let mut fixture = Fixture {
+            readiness: Readiness::default(),
             client,
             ns,
             sim,
@@ -101,7 +103,7 @@ impl Fixture {
             ctx,
             scope,
             shutdown.clone(),
-            Readiness::default(),
+            self.readiness.clone(),
         ));
         self.operator = Some(Operator { shutdown, task });
     }
@@ -334,6 +336,17 @@ async fn created_accounts_become_ready_with_working_tokens() {
             .iter()
             .any(|(reason, _)| reason == "Created")
     );
+}
+
+#[tokio::test]
+async fn readiness_turns_true_once_the_watches_have_synced() {
+    let f = Fixture::new("gsa-ready").await;
+    let readiness = f.readiness.clone();
+    support::eventually(DEADLINE, "the controller's watches synced", || {
+        let readiness = readiness.clone();
+        async move { readiness.is_ready().then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test]

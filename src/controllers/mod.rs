@@ -196,8 +196,17 @@ impl Readiness {
     {
         let guard = self.register();
         tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                guard.synced();
+            // Polled again every 250 ms: the store's readiness future keeps only the waker of
+            // its last poller, and the controller's own applier polls it too, so a single
+            // `.await` here may never be woken.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => break guard.synced(),
+                    Ok(Err(_)) => break,
+                    Err(_elapsed) => continue,
+                }
             }
         });
     }
