@@ -7,5 +7,6 @@ pub mod controllers;
 pub mod crd;
 pub mod gebeta;
 pub mod metrics;
+pub mod runtime;
 pub mod sim;
 pub mod testbed;

@@ -125,6 +125,25 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             metrics.leader.clone(),
         );
+        // Known label values start at zero, so the series exist (and rate() works) before the
+        // first event.
+        for controller in ["service_account", "access_token"] {
+            metrics.set_objects(controller, 0, 0);
+            let _ = metrics.reconciles.get_or_create(&ReconcileLabels {
+                controller,
+                result: "ok".into(),
+            });
+        }
+        for reason in [
+            "UpstreamUnavailable",
+            "InvalidCredentials",
+            "InvalidTokenFromUpstream",
+            "TokenExpired",
+        ] {
+            let _ = metrics.refresh_failures.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
         Metrics {
             registry,
             ..metrics
@@ -220,7 +239,7 @@ mod tests {
         metrics.observe_reconcile("access_token", "ok", Duration::from_millis(3));
         metrics.observe("auth", "2xx", Duration::from_millis(20));
         metrics.set_token_expiry("ns", "tok", 1_800_000_000);
-        metrics.refresh_failed("upstream_unavailable");
+        metrics.refresh_failed("UpstreamUnavailable");
         metrics.set_objects("service_account", 2, 1);
         metrics.leader.set(1);
         let text = metrics.encode();
@@ -230,7 +249,9 @@ mod tests {
             r#"gebeta_operator_gebeta_requests_total{endpoint="auth",outcome="2xx"} 1"#,
             r#"gebeta_operator_gebeta_request_duration_seconds_count{endpoint="auth"} 1"#,
             r#"gebeta_operator_access_token_expiry_timestamp_seconds{namespace="ns",name="tok"} 1800000000"#,
-            r#"gebeta_operator_refresh_failures_total{reason="upstream_unavailable"} 1"#,
+            r#"gebeta_operator_refresh_failures_total{reason="UpstreamUnavailable"} 1"#,
+            r#"gebeta_operator_refresh_failures_total{reason="TokenExpired"} 0"#,
+            r#"gebeta_operator_reconciles_total{controller="service_account",result="ok"} 0"#,
             r#"gebeta_operator_objects{controller="service_account",ready="false"} 1"#,
             "gebeta_operator_leader 1",
         ] {

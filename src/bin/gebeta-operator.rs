@@ -1,1 +1,43 @@
-fn main() {}
+//! `gebeta-operator`: parses the flags, sets up logging and hands over to
+//! [`gebeta_operator::runtime`]. Exit codes: 0 after a signal, 1 on a runtime failure
+//! (including the loss of the leader Lease), 2 on a configuration mistake.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use gebeta_operator::runtime::{self, Args, Operator};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(err) = args.validate() {
+        err.exit();
+    }
+    let operator = match Operator::from_args(&args) {
+        Ok(operator) => operator,
+        Err(err) => {
+            eprintln!("gebeta-operator: error: {err}");
+            return ExitCode::from(runtime::EXIT_CONFIG);
+        }
+    };
+    runtime::logging::init(&args.log.log_level, args.log.log_format);
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("gebeta-operator: error: cannot start the async runtime: {err}");
+            return ExitCode::from(runtime::EXIT_FAILURE);
+        }
+    };
+    let result = tokio.block_on(operator.run());
+    // Do not wait for tasks still parked (e.g. aborted reconciles).
+    tokio.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "gebeta-operator failed");
+            ExitCode::from(runtime::EXIT_FAILURE)
+        }
+    }
+}

@@ -201,6 +201,7 @@ pub async fn run(
         .zip(scope.apis::<PartialObjectMeta<Secret>>(&client))
         .zip(scope.apis::<PartialObjectMeta<GebetaServiceAccount>>(&client));
     let mut runs = Vec::new();
+    let mut stores = Vec::new();
     for (((objects, owned), secrets), accounts) in apis {
         let by_secret = shared.index.clone();
         let by_account = shared.index.clone();
@@ -235,6 +236,7 @@ pub async fn run(
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let store = controller.store();
         readiness.track(store.clone());
+        stores.push(store.clone());
         let index = shared.index.clone();
         tokio::spawn(async move {
             if store.wait_until_ready().await.is_ok() {
@@ -260,6 +262,17 @@ pub async fn run(
         });
         runs.push(run);
     }
+    super::report_ready_counts(
+        CONTROLLER,
+        stores,
+        shared.ctx.metrics.clone(),
+        shutdown,
+        |gat: &GebetaAccessToken| {
+            gat.status.as_ref().is_some_and(|s| {
+                super::conditions::is_true(&s.conditions, super::conditions::READY)
+            })
+        },
+    );
     futures::future::join_all(runs).await;
 }
 

@@ -212,6 +212,38 @@ impl Readiness {
     }
 }
 
+/// Keeps the `objects{controller,ready}` gauge current from the controllers' stores, every
+/// few seconds until `shutdown`.
+pub fn report_ready_counts<K>(
+    controller: &'static str,
+    stores: Vec<kube::runtime::reflector::Store<K>>,
+    metrics: Arc<Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+    is_ready: fn(&K) -> bool,
+) where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let (mut ready, mut not_ready) = (0, 0);
+            for obj in stores.iter().flat_map(|s| s.state()) {
+                if is_ready(&obj) {
+                    ready += 1;
+                } else {
+                    not_ready += 1;
+                }
+            }
+            metrics.set_objects(controller, ready, not_ready);
+        }
+    });
+}
+
 /// One watch that has to sync before the operator is ready.
 pub struct SyncGuard {
     pending: Arc<std::sync::atomic::AtomicUsize>,

@@ -256,26 +256,43 @@ pub async fn run(
     let secrets_config = watcher::Config::default()
         .labels(SERVICE_ACCOUNT_LABEL)
         .any_semantic();
-    let controllers = scope.namespaces().into_iter().map(|ns| {
-        let api: Api<GebetaServiceAccount> = scope.api_in(&ctx.kube, ns.as_deref());
-        let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
-        let controller = Controller::new(api, scope.watcher_config())
-            .owns(secrets, secrets_config.clone())
-            .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
-        readiness.track(controller.store());
-        let reconciler = reconciler.clone();
-        async move {
-            controller
-                .run(reconcile, error_policy, reconciler)
-                .for_each(|result| async move {
-                    if let Err(err) = result {
-                        tracing::debug!(%err, "service account reconcile ended with an error");
-                    }
-                })
-                .await
-        }
-    });
+    let mut stores = Vec::new();
+    let controllers: Vec<_> = scope
+        .namespaces()
+        .into_iter()
+        .map(|ns| {
+            let api: Api<GebetaServiceAccount> = scope.api_in(&ctx.kube, ns.as_deref());
+            let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
+            let controller = Controller::new(api, scope.watcher_config())
+                .owns(secrets, secrets_config.clone())
+                .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+                .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+            readiness.track(controller.store());
+            stores.push(controller.store());
+            let reconciler = reconciler.clone();
+            async move {
+                controller
+                    .run(reconcile, error_policy, reconciler)
+                    .for_each(|result| async move {
+                        if let Err(err) = result {
+                            tracing::debug!(%err, "service account reconcile ended with an error");
+                        }
+                    })
+                    .await
+            }
+        })
+        .collect();
+    super::report_ready_counts(
+        CONTROLLER,
+        stores,
+        ctx.metrics.clone(),
+        shutdown,
+        |gsa: &GebetaServiceAccount| {
+            gsa.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY))
+        },
+    );
     join_all(controllers).await;
 }
 
