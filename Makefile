@@ -2,7 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint crds crds-check control-plane release
+.PHONY: demo test lint crds control-plane release
+
+## demo: the operator's main job on a local control plane and gebeta-sim (Ctrl-C stops it)
+DEMO_ARGS ?=
+demo: control-plane
+	$(CARGO) build --locked --bins
+	./target/debug/gebeta-demo $(DEMO_ARGS)
 
 ## test: build the local control plane if needed, then run every test (unit, integration, chart)
 test: control-plane

@@ -6,7 +6,9 @@
 //! watchdog that kills it when the process that started it dies (also on a panic or a kill -9
 //! of a test binary), so no server outlives its test run.
 
+pub mod audit;
 mod keys;
+pub mod operator;
 mod process;
 
 use std::{
@@ -22,6 +24,8 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
+pub use audit::{AuditEvent, AuditLog};
+pub use operator::{OperatorProcess, operator_binary};
 use process::Supervised;
 
 /// Environment variable naming a directory that already holds the control-plane binaries.
@@ -104,9 +108,18 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Optional features of a [`ControlPlane`]; `Default` is what [`ControlPlane::start`] runs.
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlaneOptions {
+    /// Start kube-apiserver with an audit log of every write request (see [`audit`]); read it
+    /// through [`ControlPlane::audit_log`].
+    pub audit_log: bool,
+}
+
 /// A running control plane. Dropping it stops every process and removes its data.
 pub struct ControlPlane {
     dir: PathBuf,
+    audit_log: bool,
     bin: PathBuf,
     etcd_port: u16,
     etcd_peer_port: u16,
@@ -121,6 +134,11 @@ impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager (garbage collector and
     /// namespace controllers only) on free loopback ports and waits until the API is ready.
     pub async fn start() -> Result<Self, TestbedError> {
+        Self::start_with(ControlPlaneOptions::default()).await
+    }
+
+    /// Like [`ControlPlane::start`], with optional features.
+    pub async fn start_with(options: ControlPlaneOptions) -> Result<Self, TestbedError> {
         let bin = bin_dir()?;
         let dir = std::env::temp_dir().join(format!(
             "gebeta-cp-{}-{}",
@@ -137,8 +155,12 @@ impl ControlPlane {
         let (private_pem, public_pem) = keys::service_account_key_pair();
         std::fs::write(dir.join("sa.key"), private_pem)?;
         std::fs::write(dir.join("sa.pub"), public_pem)?;
+        if options.audit_log {
+            std::fs::write(dir.join("audit-policy.yaml"), audit::POLICY)?;
+        }
         let mut cp = ControlPlane {
             dir,
+            audit_log: options.audit_log,
             bin,
             etcd_port: free_port()?,
             etcd_peer_port: free_port()?,
@@ -163,6 +185,32 @@ impl ControlPlane {
     /// A kubeconfig with cluster-admin rights, for kubectl, helm and child processes.
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// A kubeconfig (written on first use) whose requests act as `user` in `groups` through
+    /// impersonation, so that the audit log attributes them to `user`. With the group
+    /// `system:masters` the user has every right.
+    pub fn kubeconfig_as(&self, user: &str, groups: &[&str]) -> std::io::Result<PathBuf> {
+        let safe: String = user
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path = self.dir.join(format!("kubeconfig-as-{safe}"));
+        let groups: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gebeta-local\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: {safe}\n  user:\n    token: {token}\n    as: \"{user}\"\n    as-groups: [{groups}]\ncontexts:\n- name: gebeta-local\n  context:\n    cluster: gebeta-local\n    user: {safe}\n    namespace: default\ncurrent-context: gebeta-local\n",
+            server = self.server_url(),
+            token = self.admin_token,
+            groups = groups.join(", "),
+        );
+        std::fs::write(&path, kubeconfig)?;
+        Ok(path)
+    }
+
+    /// The audit log, when started with [`ControlPlaneOptions::audit_log`].
+    pub fn audit_log(&self) -> Option<AuditLog> {
+        self.audit_log
+            .then(|| AuditLog::new(&self.dir.join("audit.log")))
     }
 
     /// Directory of the control-plane binaries (kubectl, helm).
@@ -307,31 +355,45 @@ impl ControlPlane {
 
     async fn start_apiserver(&mut self) -> Result<(), TestbedError> {
         let dir = &self.dir;
+        let mut args: Vec<String> = vec![
+            format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
+            format!("--secure-port={}", self.apiserver_port),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--endpoint-reconciler-type=none".into(),
+            "--v=0".into(),
+        ];
+        if self.audit_log {
+            args.extend([
+                format!(
+                    "--audit-policy-file={}",
+                    dir.join("audit-policy.yaml").display()
+                ),
+                format!("--audit-log-path={}", dir.join("audit.log").display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-mode=blocking".into(),
+                "--audit-log-maxsize=0".into(),
+                "--audit-log-maxbackup=0".into(),
+            ]);
+        }
         let apiserver = Supervised::spawn(
             "kube-apiserver",
             &self.bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
-                format!("--secure-port={}", self.apiserver_port),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--cert-dir={}", dir.join("certs").display()),
-                format!("--token-auth-file={}", dir.join("tokens.csv").display()),
-                "--authorization-mode=RBAC".into(),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!(
-                    "--service-account-key-file={}",
-                    dir.join("sa.pub").display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    dir.join("sa.key").display()
-                ),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--enable-priority-and-fairness=false".into(),
-                "--endpoint-reconciler-type=none".into(),
-                "--v=0".into(),
-            ],
+            &args,
             &dir.join("kube-apiserver.log"),
         )?;
         self.apiserver = Some(apiserver);
