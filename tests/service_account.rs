@@ -877,3 +877,35 @@ async fn a_hundred_objects_converge() {
     assert_eq!(f.sim.calls("create_account"), 100);
     assert_eq!(f.sim.live_accounts().len(), 100);
 }
+
+#[tokio::test]
+async fn a_whole_lifecycle_costs_three_gebeta_calls() {
+    let f = Fixture::new("gsa-calls").await;
+    f.create("acct", web_account("lifecycle")).await;
+    let id = f.wait_ready("acct").await.account_id.unwrap();
+    f.gsas()
+        .delete("acct", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_gone("acct").await;
+    assert!(f.sim.account(&id).is_none());
+    let calls: BTreeMap<String, u64> = f
+        .sim
+        .stats()
+        .calls
+        .into_iter()
+        .map(|(k, v)| (k, v.total))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    eprintln!("Gebeta calls for create -> Ready -> delete: {calls:?}");
+    // One create; on deletion one PATCH (revoke) and one DELETE; no read, no list.
+    let expected: BTreeMap<String, u64> = [
+        ("create_account", 1),
+        ("patch_account", 1),
+        ("delete_account", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(calls, expected);
+}
