@@ -35,6 +35,8 @@ pub use super::types::{Account, AccountConfig, AccountPatch, CreatedAccount, Tok
 /// Largest response body the client reads.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Upper bound on organization pages (guards against a server that ignores paging).
+/// Listings started over at most, when the organization changes while it is being listed.
+const MAX_LIST_PASSES: usize = 5;
 const MAX_PAGES: u32 = 10_000;
 
 /// How the client talks to the API.
@@ -362,10 +364,33 @@ impl GebetaClient {
     /// Every account of the organization, all pages, in the server's order. Accounts seen
     /// twice (pages shifting under concurrent changes) are kept once.
     pub async fn list_accounts(&self, user: &Token) -> Result<Vec<Account>, Error> {
+        // Offset pagination: an account deleted between two page requests moves every later
+        // account one place forward, and the one at the page boundary is in neither page. A
+        // pass whose pages disagree on `meta.total` saw such a change, so the listing starts
+        // over; the answer is the union of all passes (an account that existed throughout is
+        // never missed; one deleted meanwhile may be included, which callers treat as gone).
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for _pass in 0..MAX_LIST_PASSES {
+            if self.list_pass(user, &mut seen, &mut out).await? {
+                return Ok(out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One listing of every page; true when all pages agreed on `meta.total`.
+    async fn list_pass(
+        &self,
+        user: &Token,
+        union: &mut HashSet<String>,
+        out: &mut Vec<Account>,
+    ) -> Result<bool, Error> {
         let ep = endpoint::LIST_ACCOUNTS;
         let limit = wire::MAX_PAGE_LIMIT;
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
+        let mut first_total = None;
+        let mut consistent = true;
         for page in 1..=MAX_PAGES {
             let mut req = self.request(
                 ep,
@@ -386,16 +411,23 @@ impl GebetaClient {
             for account in page_data.data {
                 if seen.insert(account.id.clone()) {
                     new += 1;
-                    out.push(account.into());
+                    if union.insert(account.id.clone()) {
+                        out.push(account.into());
+                    }
                 }
             }
             let total = page_data.meta.and_then(|m| m.total);
+            match first_total {
+                None => first_total = Some(total),
+                Some(first) if first != total => consistent = false,
+                Some(_) => {}
+            }
             let done = received == 0
                 || new == 0
                 || total.is_some_and(|t| seen.len() as u64 >= t)
                 || (total.is_none() && received < limit as usize);
             if done {
-                return Ok(out);
+                return Ok(consistent);
             }
         }
         Err(Error::Decode {

@@ -77,6 +77,11 @@ impl OperatorProcess {
         self.process.is_running()
     }
 
+    /// The operator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// kill -9: the operator dies wherever it is.
     pub fn kill(&self) {
         self.process.signal_group("-KILL");

@@ -1,0 +1,10 @@
+//! The benchmark (`gebeta-bench`) and what the reliability tests share with it: the objects
+//! they create ([`objects`]), watches that record Ready times and every token written
+//! ([`observe`]), and sample summaries ([`stats`]).
+
+pub mod objects;
+pub mod observe;
+mod run;
+pub mod stats;
+
+pub use run::{BenchArgs, BenchError, OPERATOR_USER, Report, render, run};
