@@ -47,7 +47,9 @@ impl Operator {
             .unwrap();
         let cp = support::control_plane();
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(OPERATOR)
+        // GEBETA_OPERATOR_BIN runs these tests against another build (e.g. the release binary).
+        let binary = std::env::var("GEBETA_OPERATOR_BIN").unwrap_or_else(|_| OPERATOR.to_string());
+        let child = Command::new(binary)
             .env_clear()
             .env("KUBECONFIG", cp.kubeconfig_path())
             .arg(format!("--admin-addr={admin}"))
@@ -377,7 +379,7 @@ async fn admin_server_answers_health_readiness_and_metrics() {
     assert_eq!(status, 404);
 
     let rss = op.rss_kib().expect("VmRSS of the operator");
-    eprintln!("idle RSS of gebeta-operator (debug build): {rss} KiB");
+    eprintln!("idle RSS of gebeta-operator: {rss} KiB");
     assert!(
         rss < 256 * 1024,
         "idle RSS {rss} KiB is far above expectations"
@@ -650,4 +652,72 @@ fn bad_flags_and_settings_fail_with_a_clear_message() {
     ] {
         assert!(help.contains(flag), "--help does not document {flag}");
     }
+}
+
+/// A restart must pick up the objects that already exist (no event arrives for them after the
+/// initial list): the watches' readiness must not keep the controllers from starting.
+#[tokio::test]
+async fn objects_that_exist_before_the_start_are_reconciled() {
+    use gebeta_operator::crd::GebetaServiceAccount;
+    let client = support::client();
+    let ns = support::namespace(&client, "rt-restart").await;
+    let sim = sim().await;
+    let user: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gebeta-user"},
+        "stringData": {"token": "sim-user-token"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &user)
+        .await
+        .unwrap();
+    let gsas: Api<GebetaServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let gsa: GebetaServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gebeta.app/v1alpha1",
+        "kind": "GebetaServiceAccount",
+        "metadata": {"name": "maps"},
+        "spec": {"platform": "WEB", "scopes": ["TILE"]},
+    }))
+    .unwrap();
+    gsas.create(&PostParams::default(), &gsa).await.unwrap();
+
+    let op = Operator::start(
+        "op-restart",
+        &sim,
+        &[
+            format!("--namespaces={ns}"),
+            format!("--user-token-secret={ns}/gebeta-user"),
+            "--leader-elect=false".into(),
+        ],
+    );
+    let started = Instant::now();
+    support::eventually(
+        Duration::from_secs(30),
+        "the existing GebetaServiceAccount becomes Ready",
+        || {
+            let gsas = &gsas;
+            async move {
+                let status = gsas.get("maps").await.ok()?.status?;
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "existing object Ready {:?} after the start",
+        started.elapsed()
+    );
+    support::eventually(
+        Duration::from_secs(10),
+        "/readyz 200 once the watches synced",
+        || {
+            let op = &op;
+            async move { op.ready().await.then_some(()) }
+        },
+    )
+    .await;
 }
