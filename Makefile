@@ -32,3 +32,20 @@ control-plane:
 ## release: the optimized operator binary the Dockerfile packs
 release:
 	$(CARGO) build --locked --release --bin gebeta-operator
+
+.PHONY: bench bench-full
+
+## bench: the benchmark at a small size (CI proves it works; ~2 min): a local control plane
+## with an audit log, gebeta-sim and the release operator; prints the table, writes
+## target/bench/small.json (see README, "Benchmarks")
+BENCH_ARGS ?= --accounts 20 --tokens 20 --token-ttl 10 --steady-seconds 10 --restart-window 15 --unrelated-secrets 200 --settle-seconds 5
+bench: control-plane
+	$(CARGO) build --locked --release --bins
+	./target/release/gebeta-bench $(BENCH_ARGS) --json target/bench/small.json
+
+## bench-full: the figures in README: N = M = 100, 1,000 and 10,000 (about 40 minutes)
+bench-full: control-plane
+	$(CARGO) build --locked --release --bins
+	./target/release/gebeta-bench --accounts 100 --tokens 100 --token-ttl 30 --steady-seconds 30 --unrelated-secrets 10000 --json target/bench/bench-100.json
+	./target/release/gebeta-bench --accounts 1000 --tokens 1000 --token-ttl 60 --steady-seconds 60 --unrelated-secrets 10000 --json target/bench/bench-1000.json
+	./target/release/gebeta-bench --accounts 10000 --tokens 10000 --token-ttl 240 --lifetimes 2 --steady-seconds 60 --unrelated-secrets 10000 --concurrency 128 --json target/bench/bench-10000.json
