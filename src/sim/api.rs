@@ -191,7 +191,7 @@ impl Sim {
         StatusCode::INTERNAL_SERVER_ERROR.into_response()
     }
 
-    fn grant_response(&self, grant: Grant) -> Response {
+    fn grant_response(&self, endpoint: &'static str, grant: Grant) -> Response {
         let now = jiff::Timestamp::now().as_second();
         let claims = SimClaims {
             iss: "gebeta-sim".into(),
@@ -203,6 +203,7 @@ impl Sim {
             jti: uuid::Uuid::new_v4().to_string(),
         };
         let access = sign(&self.shared.key, &claims);
+        self.store().record_issued(endpoint, &access);
         let body = match grant.refresh_token {
             Some(r) => json!({"accessToken": access, "refreshToken": r}),
             None => json!({"accessToken": access}),
@@ -362,7 +363,7 @@ async fn auth(
         };
         let grant = sim.store().api_auth(&req.client_token, &req.server_token);
         match grant {
-            Ok(g) => sim.grant_response(g),
+            Ok(g) => sim.grant_response(endpoint::AUTH, g),
             Err(r) => refusal(r),
         }
     })
@@ -380,7 +381,7 @@ async fn refresh(
         };
         let grant = sim.store().api_refresh(&req.refresh_token);
         match grant {
-            Ok(g) => sim.grant_response(g),
+            Ok(g) => sim.grant_response(endpoint::REFRESH, g),
             Err(r) => refusal(r),
         }
     })

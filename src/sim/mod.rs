@@ -71,7 +71,7 @@ use conn::{Conn, SimListener};
 use store::Store;
 
 pub use fault::{ANY_ENDPOINT, Fault};
-pub use store::{EndpointStats, SimAccount, SimRuntimeConfig, SimStats};
+pub use store::{EndpointStats, IssuedAccessToken, SimAccount, SimRuntimeConfig, SimStats};
 
 /// The base path every API route is served under, as in production.
 pub const API_PREFIX: &str = "/api/v1";
@@ -252,6 +252,11 @@ impl Sim {
     /// The most API calls ever served at once.
     pub fn peak_in_flight(&self) -> u64 {
         self.shared.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Every access token handed out since the start (or the last `reset_stats`), in order.
+    pub fn issued_access_tokens(&self) -> Vec<IssuedAccessToken> {
+        self.store().issued()
     }
 
     /// Counters and peak in-flight back to zero (accounts and faults stay).

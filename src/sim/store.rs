@@ -136,6 +136,26 @@ pub(crate) struct Store {
     refresh: HashMap<String, (String, String)>,
     faults: HashMap<&'static str, VecDeque<(Fault, u32)>>,
     calls: HashMap<&'static str, EndpointStats>,
+    issued: Vec<IssuedAccessToken>,
+}
+
+/// An access token the simulator handed out, for tests that match calls to tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedAccessToken {
+    /// `"auth"` or `"refresh"`.
+    pub endpoint: &'static str,
+    pub token: String,
+    pub at: jiff::Timestamp,
+}
+
+impl std::fmt::Debug for IssuedAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedAccessToken")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"<redacted>")
+            .field("at", &self.at)
+            .finish()
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -172,6 +192,7 @@ impl Store {
                 .iter()
                 .map(|e| (*e, EndpointStats::default()))
                 .collect(),
+            issued: Vec::new(),
         }
     }
 
@@ -195,6 +216,19 @@ impl Store {
             .iter()
             .map(|e| (*e, EndpointStats::default()))
             .collect();
+        self.issued.clear();
+    }
+
+    pub(crate) fn record_issued(&mut self, endpoint: &'static str, token: &str) {
+        self.issued.push(IssuedAccessToken {
+            endpoint,
+            token: token.to_owned(),
+            at: jiff::Timestamp::now(),
+        });
+    }
+
+    pub(crate) fn issued(&self) -> Vec<IssuedAccessToken> {
+        self.issued.clone()
     }
 
     pub(crate) fn inject(&mut self, endpoint: &'static str, fault: Fault, count: u32) {
