@@ -712,7 +712,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         ..SimConfig::default()
     })
     .await?;
-    let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/logs");
+    let run_id = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // One directory per run: operator logs (and the pid files next to them) of concurrent
+    // runs must not mix.
+    let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/bench/logs")
+        .join(&run_id);
     std::fs::create_dir_all(&log_dir)?;
     let env = Env {
         _cp: cp,
@@ -725,7 +730,6 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             .timeout(Duration::from_secs(2))
             .build()?,
     };
-    let run_id = format!("run-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let plan = Plan::new(&args, &run_id, &env.sim);
     for ns in std::iter::once(SYSTEM_NS.to_string()).chain(plan.namespaces.iter().cloned()) {
         let namespace: Namespace =
