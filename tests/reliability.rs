@@ -1070,11 +1070,14 @@ async fn apiserver_and_etcd_restarts_are_survived() {
 
 /// Faults in turn while tokens refresh and accounts are created: 30% 500s, bursts of 429 with
 /// Retry-After, answers slower than the client's timeout, dropped connections, garbage and
-/// HTML bodies. During the faults the call rate stays bounded and every token written is
-/// valid; after them everything converges (Ready, one account per object, working tokens).
+/// HTML bodies. During the faults the call rate stays bounded, every token written is valid
+/// and no token runs out in its Secret; after them everything converges (Ready, one account per object, working tokens).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gebeta_faults_converge_without_storms_or_bad_tokens() {
-    let ttl = Duration::from_secs(12);
+    // Long enough that the refresh margin (a third of the lifetime, less jitter: at least
+    // 10 s) is longer than any single fault window plus the client's 2 s timeout: the
+    // operator must bridge every window before a token runs out.
+    let ttl = Duration::from_secs(30);
     let mut w = World::new(
         "rel-faults",
         SimConfig {
@@ -1227,13 +1230,9 @@ async fn gebeta_faults_converge_without_storms_or_bad_tokens() {
         .await;
     w.assert_running(op);
     w.assert_one_account_per_object().await;
-    // Valid tokens are never replaced by bad ones: every token written was a valid JWT when it
-    // was written. Whether a token ran out in its Secret during the back-to-back fault windows
-    // is reported, not asserted: under CI load a 12 s token once outlived its margin by 0.4 s
-    // while refreshes kept failing (see the closing note of the first session).
+    // Valid tokens are never replaced by bad ones, and no Secret ever held an expired token.
     w.assert_no_invalid_token_written();
-    let expired = w.tokens.expired_holdings(Timestamp::now());
-    println!("Secrets that held an expired token during the fault windows: {expired:?}");
+    w.assert_no_expired_token();
     w.assert_tokens_work().await;
     w.assert_no_leaks().await;
 }
