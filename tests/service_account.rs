@@ -876,6 +876,13 @@ async fn a_hundred_objects_converge() {
     .await;
     assert_eq!(f.sim.calls("create_account"), 100);
     assert_eq!(f.sim.live_accounts().len(), 100);
+    // A reconcile handed a copy from between the operator's own status writes would read the
+    // new account back (or list accounts) for nothing.
+    assert_eq!(
+        (f.sim.calls("get_account"), f.sim.calls("list_accounts")),
+        (0, 0),
+        "upstream reads while creating"
+    );
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 pub mod access_token;
 pub mod conditions;
+pub mod own_writes;
 pub mod service_account;
 
 use std::{sync::Arc, time::Duration};
@@ -61,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub settings: Settings,
+    /// Status versions this process wrote, to skip stale copies from the watch cache.
+    pub own_writes: own_writes::OwnWrites,
 }
 
 impl Context {
@@ -81,6 +84,7 @@ impl Context {
             metrics,
             recorder,
             settings,
+            own_writes: own_writes::OwnWrites::default(),
         })
     }
 

@@ -231,6 +231,7 @@ impl Reconciler {
     }
 
     fn forget(&self, uid: &str) {
+        self.ctx.own_writes.forget(uid);
         self.checked.lock().expect("not poisoned").remove(uid);
         self.failures.lock().expect("not poisoned").remove(uid);
     }
@@ -351,6 +352,14 @@ async fn apply(
 ) -> Result<Action, Error> {
     let ctx = &rec.ctx;
     let uid = gsa.uid().unwrap_or_default();
+    if ctx
+        .own_writes
+        .is_superseded(&uid, gsa.metadata.resource_version.as_deref())
+    {
+        // A copy from between two of our own status writes: the event of the later write
+        // brings the current one (the requeue only guards against a lost event).
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     if let Some(wait) = rec.waiting(&uid, user_fingerprint(gsa)) {
         // Backing off after a failure (this reconcile comes from our own status write or a
         // Secret event): no API call until the wait is over or the user changes the object.
@@ -482,13 +491,15 @@ async fn finish(
         .await;
     }
     if status != original {
-        write_status(api, &gsa.name_any(), &status).await?;
+        write_status(api, ctx, &gsa.name_any(), &status).await?;
     }
     Ok(action)
 }
 
+/// Writes status and notes the resulting version (see [`crate::controllers::own_writes`]).
 async fn write_status(
     api: &Api<GebetaServiceAccount>,
+    ctx: &Context,
     name: &str,
     status: &GebetaServiceAccountStatus,
 ) -> Result<(), kube::Error> {
@@ -497,12 +508,17 @@ async fn write_status(
         "kind": "GebetaServiceAccount",
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.own_writes.record(
+        written.metadata.uid.as_deref().unwrap_or_default(),
+        written.metadata.resource_version.as_deref(),
+    );
     Ok(())
 }
 
@@ -794,7 +810,7 @@ async fn recover_pending_creation(
         .await;
     }
     status.pending_creation = None;
-    write_status(api, &gsa.name_any(), status).await?;
+    write_status(api, ctx, &gsa.name_any(), status).await?;
     // A rotation that got as far as storing the new token retires the old account now.
     if let (Some(old), Some(new)) = (previous, status.account_id.clone())
         && old != new
@@ -829,7 +845,7 @@ async fn create(
     status.pending_creation = Some(PendingCreation {
         started_at: conditions::now_rfc3339(),
     });
-    write_status(api, &gsa.name_any(), status).await?;
+    write_status(api, ctx, &gsa.name_any(), status).await?;
 
     let created = match ctx
         .gebeta
@@ -872,7 +888,7 @@ async fn create(
     status.token_secret_name = Some(secret_name.clone());
     status.adopted = false;
     status.pending_creation = None;
-    write_status(api, &gsa.name_any(), status).await?;
+    write_status(api, ctx, &gsa.name_any(), status).await?;
     ctx.event(
         &object_ref(gsa),
         EventType::Normal,
@@ -1154,7 +1170,7 @@ async fn cleanup(
                     message.clone(),
                 )
                 .await;
-                write_status(api, &gsa.name_any(), &new_status).await?;
+                write_status(api, ctx, &gsa.name_any(), &new_status).await?;
             }
             Err(Error::Cleanup(message))
         }

@@ -1,0 +1,93 @@
+//! Recognises objects the watch cache has not caught up on.
+//!
+//! A reconcile that writes status several times (a creation records "pending", then the new
+//! account, then Ready) triggers further reconciles, and the controller's store may hand one
+//! of them a copy from between those writes. Acting on it repeats work: a needless upstream
+//! read, and a status write that restores what is already there. Resource versions are
+//! opaque and must not be compared, but a version this process wrote and then wrote over is
+//! certainly stale; such a copy is skipped until the store catches up.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// How many of an object's own writes are remembered (a reconcile makes at most a few).
+const REMEMBERED: usize = 8;
+
+/// The resource versions of this process's own writes, per object UID.
+#[derive(Default)]
+pub struct OwnWrites {
+    by_uid: Mutex<HashMap<String, VecDeque<String>>>,
+}
+
+impl OwnWrites {
+    /// Notes that a write of ours left the object at `resource_version`.
+    pub fn record(&self, uid: &str, resource_version: Option<&str>) {
+        let (Some(rv), false) = (resource_version, uid.is_empty()) else {
+            return;
+        };
+        let mut by_uid = self.by_uid.lock().expect("not poisoned");
+        let versions = by_uid.entry(uid.to_string()).or_default();
+        if versions.back().is_some_and(|last| last == rv) {
+            // A write that changed nothing leaves the version as it was.
+            return;
+        }
+        if versions.len() == REMEMBERED {
+            versions.pop_front();
+        }
+        versions.push_back(rv.to_string());
+    }
+
+    /// True when `resource_version` is one of our writes that a later write of ours replaced:
+    /// the copy is older than what the API server holds.
+    pub fn is_superseded(&self, uid: &str, resource_version: Option<&str>) -> bool {
+        let Some(rv) = resource_version else {
+            return false;
+        };
+        let by_uid = self.by_uid.lock().expect("not poisoned");
+        by_uid.get(uid).is_some_and(|versions| {
+            versions
+                .iter()
+                .position(|v| v == rv)
+                .is_some_and(|i| i + 1 < versions.len())
+        })
+    }
+
+    /// Drops what is known of a deleted object.
+    pub fn forget(&self, uid: &str) {
+        self.by_uid.lock().expect("not poisoned").remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_versions_we_wrote_over_are_stale() {
+        let writes = OwnWrites::default();
+        writes.record("u", Some("10"));
+        writes.record("u", Some("12"));
+        writes.record("u", Some("12"));
+        assert!(writes.is_superseded("u", Some("10")));
+        assert!(!writes.is_superseded("u", Some("12")), "our latest write");
+        assert!(
+            !writes.is_superseded("u", Some("15")),
+            "someone else's write"
+        );
+        assert!(!writes.is_superseded("other", Some("10")));
+        assert!(!writes.is_superseded("u", None));
+        writes.forget("u");
+        assert!(!writes.is_superseded("u", Some("10")));
+    }
+
+    #[test]
+    fn memory_is_bounded_per_object() {
+        let writes = OwnWrites::default();
+        for rv in 0..100 {
+            writes.record("u", Some(&rv.to_string()));
+        }
+        assert!(!writes.is_superseded("u", Some("0")), "forgotten");
+        assert!(writes.is_superseded("u", Some("98")));
+        assert_eq!(writes.by_uid.lock().unwrap()["u"].len(), REMEMBERED);
+    }
+}
