@@ -201,6 +201,10 @@ fn helm_lint_passes_and_the_schema_refuses_bad_values() {
         ),
         ("logging.format=xml", "log format is text or json"),
         ("resyncInterval=soon", "durations are checked"),
+        (
+            "maxConcurrentReconciles=0",
+            "at least one reconcile at a time",
+        ),
         ("gebeta.apiUrl=ftp://x", "the API URL is http(s)"),
         ("unknownValue=1", "typos are refused"),
     ] {
@@ -392,6 +396,10 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     );
     assert!(
         args.contains(&"--gebeta-ca-file=/etc/gebeta-operator/ca/ca.crt".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--max-concurrent-reconciles=32".to_string()),
         "{args:?}"
     );
     check_flags_parse(&args);
@@ -872,6 +880,26 @@ async fn cluster_wide_rbac_grants_exactly_what_the_operator_uses() {
     );
 }
 
+/// `helm install` of the chart into `release_ns`, watching only `watched`, with the default
+/// user token in Secret `gebeta-user`.
+fn install_watching_one_namespace(release: &str, release_ns: &str, watched: &str) {
+    ok(
+        "helm",
+        &[
+            "install",
+            release,
+            CHART,
+            "--namespace",
+            release_ns,
+            "--set-json",
+            &format!("watchNamespaces=[\"{watched}\"]"),
+            "--set",
+            "gebeta.userTokenSecret.name=gebeta-user",
+        ],
+        None,
+    );
+}
+
 #[tokio::test]
 async fn namespaced_rbac_refuses_secrets_outside_the_watched_namespaces() {
     let admin = support::client();
@@ -880,21 +908,7 @@ async fn namespaced_rbac_refuses_secrets_outside_the_watched_namespaces() {
     let other = support::namespace(&admin, "chart-nsrbac-b").await;
     let release = release_name("nsrbac");
     let fullname = format!("{release}-gebeta-operator");
-    ok(
-        "helm",
-        &[
-            "install",
-            &release,
-            CHART,
-            "--namespace",
-            &release_ns,
-            "--set-json",
-            &format!("watchNamespaces=[\"{watched}\"]"),
-            "--set",
-            "gebeta.userTokenSecret.name=gebeta-user",
-        ],
-        None,
-    );
+    install_watching_one_namespace(&release, &release_ns, &watched);
     let sa = service_account_client(&release_ns, &fullname);
 
     assert_access(&sa, &workload_access(&watched), true).await;
@@ -1002,21 +1016,7 @@ async fn the_operator_does_its_job_with_exactly_the_charts_rbac() {
     let watched = support::namespace(&admin, "chart-run-a").await;
     let release = release_name("run");
     let fullname = format!("{release}-gebeta-operator");
-    ok(
-        "helm",
-        &[
-            "install",
-            &release,
-            CHART,
-            "--namespace",
-            &release_ns,
-            "--set-json",
-            &format!("watchNamespaces=[\"{watched}\"]"),
-            "--set",
-            "gebeta.userTokenSecret.name=gebeta-user",
-        ],
-        None,
-    );
+    install_watching_one_namespace(&release, &release_ns, &watched);
     let sim = Sim::start(SimConfig::default()).await.expect("simulator");
     let user_token = Secret {
         metadata: ObjectMeta {

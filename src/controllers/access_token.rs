@@ -72,7 +72,6 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
     core::PartialObjectMeta,
     runtime::{
-        Controller,
         controller::{self, Action},
         events::EventType,
         watcher,
@@ -103,9 +102,6 @@ use crate::{
 pub const REFRESH_ANNOTATION: &str = "gebeta.app/refresh";
 /// Pod-template annotation set on rollout-restart targets after a new token.
 pub const RESTARTED_AT_ANNOTATION: &str = "gebeta.app/restartedAt";
-/// Reconciles running at once (a fixed default; Gebeta calls are further bounded by the
-/// client's in-flight limit).
-pub const CONCURRENCY: u16 = 16;
 
 const CONTROLLER: &str = "access_token";
 /// Longest wait between two reconciles of an object (a safety net for missed events).
@@ -189,6 +185,7 @@ pub async fn run(
     readiness: Readiness,
 ) {
     let client = ctx.kube.clone();
+    let concurrency = ctx.settings.max_concurrent_reconciles;
     let shared = Arc::new(Shared::new(ctx));
     let owned_selector = format!(
         "{MANAGED_BY_LABEL}={MANAGED_BY},{}",
@@ -205,7 +202,7 @@ pub async fn run(
     for (((objects, owned), secrets), accounts) in apis {
         let by_secret = shared.index.clone();
         let by_account = shared.index.clone();
-        let controller = Controller::new(objects, scope.watcher_config())
+        let controller = super::lean_controller(objects, scope.watcher_config())
             .owns(
                 owned,
                 watcher::Config::default()
@@ -232,7 +229,7 @@ pub async fn run(
                     )
                 },
             )
-            .with_config(controller::Config::default().concurrency(CONCURRENCY))
+            .with_config(controller::Config::default().concurrency(concurrency))
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let store = controller.store();
         readiness.track(store.clone());

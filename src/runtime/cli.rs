@@ -87,6 +87,10 @@ pub struct ControllerArgs {
     /// such as `1h`).
     #[arg(long = "default-token-lifetime", env = "GEBETA_DEFAULT_TOKEN_LIFETIME", default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub default_token_lifetime: Duration,
+    /// Reconciles run at once per controller (each controller has its own pool); Gebeta calls
+    /// are bounded separately by `--gebeta-max-in-flight`.
+    #[arg(long = "max-concurrent-reconciles", env = "GEBETA_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_reconciles: u16,
     /// Identity of this replica in events and in the leader Lease (the pod name); a
     /// host-derived unique name when unset.
     #[arg(long = "instance", env = "POD_NAME", value_name = "NAME")]
@@ -366,6 +370,7 @@ mod tests {
             "--lease-duration=4",
             "--lease-renew=1",
             "--resync-interval=30",
+            "--max-concurrent-reconciles=4",
             "--gebeta-rate-limit=2.5",
             "--log-format=json",
         ])
@@ -373,6 +378,7 @@ mod tests {
         assert_eq!(args.namespaces(), vec!["a".to_string(), "b".to_string()]);
         assert!(!args.leader.leader_elect);
         assert_eq!(args.controllers.resync_interval, Duration::from_secs(30));
+        assert_eq!(args.controllers.max_concurrent_reconciles, 4);
         assert_eq!(args.gebeta.rate_limit, Some(2.5));
         assert_eq!(args.log.log_format, LogFormat::Json);
         let loc = args.user_token_location().unwrap();

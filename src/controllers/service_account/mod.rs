@@ -34,7 +34,6 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller,
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
@@ -71,7 +70,6 @@ pub const SERVICE_ACCOUNT_LABEL: &str = "gebeta.app/service-account";
 pub const TOKEN_KEY: &str = "token";
 
 const CONTROLLER: &str = "service_account";
-const CONCURRENCY: u16 = 16;
 
 /// Failures that end a reconcile with an error (Kubernetes trouble); Gebeta and input problems
 /// are reported in status instead and never reach here.
@@ -264,9 +262,12 @@ pub async fn run(
         .map(|ns| {
             let api: Api<GebetaServiceAccount> = scope.api_in(&ctx.kube, ns.as_deref());
             let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
-            let controller = Controller::new(api, scope.watcher_config())
+            let controller = crate::controllers::lean_controller(api, scope.watcher_config())
                 .owns(secrets, secrets_config.clone())
-                .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+                .with_config(
+                    kube::runtime::controller::Config::default()
+                        .concurrency(ctx.settings.max_concurrent_reconciles),
+                )
                 .graceful_shutdown_on(shutdown.clone().cancelled_owned());
             readiness.track(controller.store());
             stores.push(controller.store());
