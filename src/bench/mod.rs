@@ -7,4 +7,4 @@ pub mod observe;
 mod run;
 pub mod stats;
 
-pub use run::{BenchArgs, BenchError, OPERATOR_USER, Report, render, run};
+pub use run::{BenchArgs, BenchError, OPERATOR_USER, Report, load_report, render, run};

@@ -32,7 +32,7 @@ use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     objects::{self, BENCH_LABEL},
@@ -56,7 +56,7 @@ const SYSTEM_NS: &str = "gebeta-system";
 const REFRESH_ANNOTATION: &str = "gebeta.app/refresh";
 
 /// `gebeta-bench`: measures the operator at scale (see README, "Benchmarks").
-#[derive(Parser, Debug, Clone, Serialize)]
+#[derive(Parser, Debug, Clone, Serialize, Deserialize)]
 #[command(
     name = "gebeta-bench",
     about = "Benchmarks gebeta-operator on a local control plane and gebeta-sim",
@@ -117,10 +117,14 @@ pub struct BenchArgs {
     /// Where to write the JSON report (default: `target/bench/bench-<N>x<M>-<time>.json`).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Print the table of a JSON report written earlier, and run nothing.
+    #[arg(long, value_name = "JSON", conflicts_with = "json")]
+    #[serde(skip)]
+    pub show: Option<PathBuf>,
 }
 
 /// The machine the run was measured on.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
     pub cpus: usize,
@@ -151,7 +155,7 @@ impl Machine {
 }
 
 /// (1) Time from apply to Ready.
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyReport {
     /// From the first create request to the last object seen Ready (seconds).
@@ -165,7 +169,7 @@ pub struct ApplyReport {
 }
 
 /// (2) One row of Gebeta calls.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct CallRow {
     pub phase: String,
@@ -176,7 +180,7 @@ pub struct CallRow {
 }
 
 /// (3) The steady-state window.
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SteadyReport {
     pub seconds: f64,
@@ -189,7 +193,7 @@ pub struct SteadyReport {
 }
 
 /// (4) Memory and CPU of the operator process.
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceReport {
     /// Before any object exists.
@@ -220,7 +224,7 @@ pub struct ResourceReport {
 }
 
 /// (5) Refreshes.
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshReport {
     pub lifetime_seconds: u64,
@@ -247,7 +251,7 @@ pub struct RefreshReport {
 }
 
 /// (6) Restart.
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct RestartReport {
     pub window_seconds: f64,
@@ -273,7 +277,7 @@ pub struct RestartReport {
 }
 
 /// Everything measured.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub started_at: String,
@@ -1249,206 +1253,216 @@ fn fmt_map(m: &BTreeMap<String, u64>) -> String {
 }
 
 /// The report as the table the binary prints.
+/// The printed table: `(n) heading` lines and `    label   value` rows.
+#[derive(Default)]
+struct Table(String);
+
+impl Table {
+    fn line(&mut self, text: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        let _ = writeln!(self.0, "{text}");
+    }
+
+    fn heading(&mut self, text: impl std::fmt::Display) {
+        self.line(format_args!("\n{text}"));
+    }
+
+    fn row(&mut self, label: &str, value: impl std::fmt::Display) {
+        self.line(format_args!("    {label:<28} {value}"));
+    }
+}
+
+fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| "-".into(), show)
+}
+
+/// Reads a JSON report written by an earlier run (to print it again, or compare runs).
+pub fn load_report(path: &std::path::Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("not a gebeta-bench report: {e}"))
+}
+
 pub fn render(report: &Report) -> String {
-    use std::fmt::Write as _;
     let a = &report.args;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\ngebeta-bench: N={} service accounts, M={} access tokens, sim latency {} ms, {} namespaces",
+    let mut t = Table::default();
+    t.heading(format_args!(
+        "gebeta-bench: N={} service accounts, M={} access tokens, sim latency {} ms, {} namespaces",
         a.accounts, a.tokens, a.latency_ms, a.namespaces
-    );
-    let _ = writeln!(
-        out,
-        "machine: {} CPUs ({}), {:.1} GiB\n",
+    ));
+    t.line(format_args!(
+        "machine: {} CPUs ({}), {:.1} GiB",
         report.machine.cpus, report.machine.cpu_model, report.machine.memory_gib
-    );
+    ));
+
     let ap = &report.apply;
-    let _ = writeln!(out, "(1) apply -> Ready");
-    let _ = writeln!(
-        out,
-        "    total (first create -> last Ready)   {:.1}s   (creates sent in {:.1}s)",
-        ap.total_seconds, ap.create_seconds
+    t.heading("(1) apply -> Ready");
+    t.row(
+        "total (first create -> last Ready)",
+        format_args!(
+            "  {:.1}s   (creates sent in {:.1}s)",
+            ap.total_seconds, ap.create_seconds
+        ),
     );
-    let _ = writeln!(
-        out,
-        "    per object, all              {}",
-        fmt_summary(&ap.all, "s")
+    t.row("per object, all", fmt_summary(&ap.all, "s"));
+    t.row(
+        "per GebetaServiceAccount",
+        fmt_summary(&ap.service_accounts, "s"),
     );
-    let _ = writeln!(
-        out,
-        "    per GebetaServiceAccount     {}",
-        fmt_summary(&ap.service_accounts, "s")
-    );
-    let _ = writeln!(
-        out,
-        "    per GebetaAccessToken        {}",
-        fmt_summary(&ap.access_tokens, "s")
-    );
-    let _ = writeln!(
-        out,
-        "\n(2) Gebeta calls (goal: ratio 1.00, 0 where the ideal is 0)"
-    );
-    let _ = writeln!(
-        out,
-        "    {:<8} {:<15} {:>8} {:>8} {:>7}",
-        "phase", "endpoint", "calls", "ideal", "ratio"
-    );
+    t.row("per GebetaAccessToken", fmt_summary(&ap.access_tokens, "s"));
+
+    t.heading("(2) Gebeta calls (goal: ratio 1.00, 0 where the ideal is 0)");
+    let call_row = |t: &mut Table, cells: [&str; 5]| {
+        let [phase, endpoint, calls, ideal, ratio] = cells;
+        t.line(format_args!(
+            "    {phase:<8} {endpoint:<15} {calls:>8} {ideal:>8} {ratio:>7}"
+        ));
+    };
+    call_row(&mut t, ["phase", "endpoint", "calls", "ideal", "ratio"]);
     for row in &report.gebeta_calls {
         if row.calls == 0 && row.ideal == Some(0) {
             continue;
         }
-        let _ = writeln!(
-            out,
-            "    {:<8} {:<15} {:>8} {:>8} {:>7}",
-            row.phase,
-            row.endpoint,
-            row.calls,
-            row.ideal.map_or("-".into(), |i| i.to_string()),
-            row.ratio.map_or("-".into(), |r| format!("{r:.2}"))
+        call_row(
+            &mut t,
+            [
+                &row.phase,
+                &row.endpoint,
+                &row.calls.to_string(),
+                &or_dash(row.ideal, |i| i.to_string()),
+                &or_dash(row.ratio, |r| format!("{r:.2}")),
+            ],
         );
     }
+
     let st = &report.steady;
-    let _ = writeln!(
-        out,
-        "\n(3) steady state, {:.0}s with no change (goal: 0)",
+    t.heading(format_args!(
+        "(3) steady state, {:.0}s with no change (goal: 0)",
         st.seconds
-    );
-    let _ = writeln!(
-        out,
-        "    operator writes              {}",
-        fmt_map(&st.kube_writes)
-    );
-    let _ = writeln!(
-        out,
-        "    Gebeta calls                 {}",
-        fmt_map(&st.gebeta_calls)
-    );
+    ));
+    t.row("operator writes", fmt_map(&st.kube_writes));
+    t.row("Gebeta calls", fmt_map(&st.gebeta_calls));
+
     let r = &report.resources;
-    let _ = writeln!(out, "\n(4) operator process");
-    let _ = writeln!(
-        out,
-        "    RSS idle / steady / peak     {:.1} / {:.1} / {:.1} MiB",
-        r.idle_rss_mib, r.steady_rss_mib, r.peak_rss_mib
+    t.heading("(4) operator process");
+    t.row(
+        "RSS idle / steady / peak",
+        format_args!(
+            "{:.1} / {:.1} / {:.1} MiB",
+            r.idle_rss_mib, r.steady_rss_mib, r.peak_rss_mib
+        ),
     );
     match r.after_unrelated_rss_mib {
         Some(after) => {
-            let _ = writeln!(
-                out,
+            t.line(format_args!(
                 "    RSS after {} unrelated Secrets of {} KiB   {:.1} MiB ({:+.1} MiB; goal: flat); operator writes meanwhile {}",
                 r.unrelated_secrets,
                 r.unrelated_secret_kib,
                 after,
                 after - r.steady_rss_mib,
                 fmt_map(&st.kube_writes_during_unrelated)
-            );
-            let _ = writeln!(
-                out,
+            ));
+            t.line(format_args!(
                 "    received by the operator per unrelated Secret: {}",
-                r.received_kib_per_unrelated_secret
-                    .map_or("-".into(), |k| format!("{k:.1} KiB"))
-            );
+                or_dash(r.received_kib_per_unrelated_secret, |k| format!(
+                    "{k:.1} KiB"
+                ))
+            ));
         }
-        None => {
-            let _ = writeln!(
-                out,
-                "    unrelated Secrets            not measured (--unrelated-secrets 0)"
-            );
-        }
+        None => t.row("unrelated Secrets", "not measured (--unrelated-secrets 0)"),
     }
-    let _ = writeln!(
-        out,
+    t.line(format_args!(
         "    CPU seconds: apply {:.2}, steady {:.2}, first process {:.2}; restarted process {:.2} (refresh phase {:.2})",
         r.cpu_seconds_apply,
         r.cpu_seconds_steady,
         r.cpu_seconds_first_process,
         r.restarted_cpu_seconds,
         r.cpu_seconds_refresh_phase
-    );
-    let _ = writeln!(
-        out,
+    ));
+    t.line(format_args!(
         "    restarted process: RSS {:.1} MiB once all Ready, peak {:.1} MiB",
         r.restarted_rss_mib, r.restarted_peak_rss_mib
-    );
+    ));
+
     let rf = &report.refresh;
-    let _ = writeln!(
-        out,
-        "\n(5) refresh: lifetime {}s, {} lifetimes after one requested refresh ({:.0}s)",
+    t.heading(format_args!(
+        "(5) refresh: lifetime {}s, {} lifetimes after one requested refresh ({:.0}s)",
         rf.lifetime_seconds, rf.lifetimes_observed, rf.phase_seconds
+    ));
+    t.row(
+        "new tokens",
+        format_args!(
+            "{} ({} scheduled)",
+            rf.replacements, rf.scheduled_replacements
+        ),
     );
-    let _ = writeln!(
-        out,
-        "    new tokens                   {} ({} scheduled)",
-        rf.replacements, rf.scheduled_replacements
+    t.row(
+        "margin before old expiry",
+        fmt_summary(&rf.margin_seconds, "s"),
     );
-    let _ = writeln!(
-        out,
-        "    margin before old expiry     {}",
-        fmt_summary(&rf.margin_seconds, "s")
+    t.row("margin / lifetime", fmt_summary(&rf.margin_fraction, ""));
+    t.row(
+        "interval / lifetime",
+        fmt_summary(&rf.interval_fraction, ""),
     );
-    let _ = writeln!(
-        out,
-        "    margin / lifetime            {}",
-        fmt_summary(&rf.margin_fraction, "")
-    );
-    let _ = writeln!(
-        out,
-        "    interval / lifetime          {}",
-        fmt_summary(&rf.interval_fraction, "")
-    );
-    let _ = writeln!(
-        out,
-        "    expired tokens held          {} (goal: 0)",
-        rf.expired_holdings.len()
+    t.row(
+        "expired tokens held",
+        format_args!("{} (goal: 0)", rf.expired_holdings.len()),
     );
     for h in rf.expired_holdings.iter().take(5) {
-        let _ = writeln!(out, "      {h}");
+        t.line(format_args!("      {h}"));
     }
-    let _ = writeln!(
-        out,
-        "    operator writes              {} ({} per new token)",
-        fmt_map(&rf.kube_writes),
-        rf.kube_writes_per_replacement
-            .map_or("-".into(), |w| format!("{w:.2}"))
+    t.row(
+        "operator writes",
+        format_args!(
+            "{} ({} per new token)",
+            fmt_map(&rf.kube_writes),
+            or_dash(rf.kube_writes_per_replacement, |w| format!("{w:.2}"))
+        ),
     );
+
     let rs = &report.restart;
-    let _ = writeln!(
-        out,
-        "\n(6) restart (SIGTERM took {:.1}s), window {:.0}s",
+    t.heading(format_args!(
+        "(6) restart (SIGTERM took {:.1}s), window {:.0}s",
         rs.stop_seconds, rs.window_seconds
-    );
-    let _ = writeln!(
-        out,
-        "    to /readyz                   {}",
+    ));
+    t.row(
+        "to /readyz",
         rs.seconds_to_readyz
-            .map_or("never (within 30 s)".into(), |s| format!("{s:.1}s"))
+            .map_or("never (within 30 s)".into(), |s| format!("{s:.1}s")),
     );
-    let _ = writeln!(
-        out,
-        "    to every object Ready        {:.1}s in a fresh list (objects that stopped being Ready: {})",
-        rs.seconds_to_all_ready,
-        rs.lost_ready.len()
+    t.row(
+        "to every object Ready",
+        format_args!(
+            "{:.1}s in a fresh list (objects that stopped being Ready: {})",
+            rs.seconds_to_all_ready,
+            rs.lost_ready.len()
+        ),
     );
-    let _ = writeln!(
-        out,
-        "    to one reconcile per object  {:.1}s",
-        rs.seconds_to_all_reconciled
+    t.row(
+        "to one reconcile per object",
+        format_args!("{:.1}s", rs.seconds_to_all_reconciled),
     );
-    let _ = writeln!(
-        out,
-        "    Gebeta calls (goal: 0)       {}",
-        fmt_map(&rs.gebeta_calls)
+    t.row("Gebeta calls (goal: 0)", fmt_map(&rs.gebeta_calls));
+    t.row("operator writes (goal: 0)", fmt_map(&rs.kube_writes));
+    t.row(
+        "received by the new process",
+        or_dash(rs.received_mib, |m| format!("{m:.1} MiB")),
     );
-    let _ = writeln!(
-        out,
-        "    operator writes (goal: 0)    {}",
-        fmt_map(&rs.kube_writes)
-    );
-    let _ = writeln!(
-        out,
-        "    received by the new process  {}",
-        rs.received_mib
-            .map_or("-".into(), |m| format!("{m:.1} MiB"))
-    );
-    out
+    t.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored report (from `make bench`) renders to exactly the table that run printed.
+    #[test]
+    fn a_stored_report_renders_the_table_its_run_printed() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bench/testdata");
+        let report = load_report(&path.join("report.json")).expect("a valid report");
+        let printed = std::fs::read_to_string(path.join("report.txt")).unwrap();
+        let rendered = format!("{}\n", render(&report));
+        assert_eq!(rendered.trim_start_matches('\n'), printed);
+        assert!(load_report(&path.join("report.txt")).is_err());
+    }
 }

@@ -1,9 +1,9 @@
 //! Summaries of samples: count, min, percentiles, max.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A summary of a set of samples (seconds, KiB, ...).
-#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Summary {
     pub count: usize,
     pub min: f64,

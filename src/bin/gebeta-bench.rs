@@ -8,6 +8,16 @@ use gebeta_operator::bench::{self, BenchArgs};
 #[tokio::main]
 async fn main() {
     let args = BenchArgs::parse();
+    if let Some(path) = &args.show {
+        match bench::load_report(path) {
+            Ok(report) => println!("{}", bench::render(&report)),
+            Err(err) => {
+                eprintln!("gebeta-bench: {}: {err}", path.display());
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let json = args.json.clone().unwrap_or_else(|| {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
             "target/bench/bench-{}x{}-{}.json",
