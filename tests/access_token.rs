@@ -90,6 +90,19 @@ impl Fixture {
         fixture
     }
 
+    /// A running controller with one Ready object `maps` writing Secret `maps-token`.
+    async fn with_ready_token(
+        prefix: &str,
+        ttl_secs: u64,
+        rotate: bool,
+    ) -> (Fixture, GebetaAccessTokenStatus) {
+        let mut f = Fixture::new(prefix, ttl_secs, rotate).await;
+        f.start();
+        f.create("maps", Fixture::spec("maps-token")).await;
+        let status = f.wait_ready("maps").await;
+        (f, status)
+    }
+
     fn start(&mut self) {
         assert!(self.operator.is_none(), "already running");
         let gebeta = GebetaClient::new(ClientConfig {
@@ -560,10 +573,7 @@ async fn token_stays_valid_across_lifetimes_with_rotation() {
 
 #[tokio::test]
 async fn dead_refresh_token_leads_to_a_new_auth() {
-    let mut f = Fixture::new("gat-reauth", 4, true).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    f.wait_ready("maps").await;
+    let (f, _) = Fixture::with_ready_token("gat-reauth", 4, true).await;
     let first = f.token("maps-token").await.unwrap();
     // Leaving ACTIVE kills the account's refresh tokens (even after coming back).
     assert!(
@@ -591,10 +601,7 @@ async fn dead_refresh_token_leads_to_a_new_auth() {
 
 #[tokio::test]
 async fn short_outage_is_bridged_by_the_current_token() {
-    let mut f = Fixture::new("gat-blip", 10, false).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    f.wait_ready("maps").await;
+    let (f, _) = Fixture::with_ready_token("gat-blip", 10, false).await;
     let checker = Checker::spawn(&f, "maps-token");
     let first = f.token("maps-token").await.unwrap();
     f.sim.inject("refresh", Fault::Status(503, None), 1000);
@@ -641,10 +648,7 @@ async fn short_outage_is_bridged_by_the_current_token() {
 
 #[tokio::test]
 async fn long_outage_reports_expiry_then_recovers() {
-    let mut f = Fixture::new("gat-outage", 3, false).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    f.wait_ready("maps").await;
+    let (f, _) = Fixture::with_ready_token("gat-outage", 3, false).await;
     let first = f.token("maps-token").await.unwrap();
     let outage = std::time::Instant::now();
     f.sim.inject("*", Fault::Status(503, None), 1000);
@@ -680,10 +684,7 @@ async fn long_outage_reports_expiry_then_recovers() {
 
 #[tokio::test]
 async fn restart_mid_lifetime_makes_no_calls_until_due() {
-    let mut f = Fixture::new("gat-restart", 20, true).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    let before = f.wait_ready("maps").await;
+    let (mut f, before) = Fixture::with_ready_token("gat-restart", 20, true).await;
     let target = f.secrets().get("maps-token").await.unwrap();
     let refresh = f.secrets().get("maps-gebeta-refresh").await.unwrap();
     let (iat, exp) = claims(&value(&target, "token").unwrap());
@@ -719,10 +720,7 @@ async fn restart_mid_lifetime_makes_no_calls_until_due() {
 
 #[tokio::test]
 async fn changed_input_token_means_a_new_auth() {
-    let mut f = Fixture::new("gat-inputs", 60, false).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    f.wait_ready("maps").await;
+    let (f, _) = Fixture::with_ready_token("gat-inputs", 60, false).await;
     let first = f.token("maps-token").await.unwrap();
     let inputs = f.secrets().get(INPUTS).await.unwrap();
     let (new_server, new_server_token) = f
@@ -1131,10 +1129,7 @@ async fn rollout_restart_once_per_new_token() {
 
 #[tokio::test]
 async fn manual_refresh_and_suspension() {
-    let mut f = Fixture::new("gat-manual", 30, false).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    f.wait_ready("maps").await;
+    let (f, _) = Fixture::with_ready_token("gat-manual", 30, false).await;
     let first = f.token("maps-token").await.unwrap();
     f.merge(
         "maps",
@@ -1183,10 +1178,7 @@ async fn manual_refresh_and_suspension() {
 
 #[tokio::test]
 async fn noop_reconciles_write_nothing_and_deletion_cleans_up() {
-    let mut f = Fixture::new("gat-noop", 60, false).await;
-    f.start();
-    f.create("maps", Fixture::spec("maps-token")).await;
-    let status = f.wait_ready("maps").await;
+    let (f, status) = Fixture::with_ready_token("gat-noop", 60, false).await;
     let target = f.secrets().get("maps-token").await.unwrap();
     let refresh = f.secrets().get("maps-gebeta-refresh").await.unwrap();
     let calls = (f.sim.calls("auth"), f.sim.calls("refresh"));

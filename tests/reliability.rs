@@ -676,17 +676,17 @@ impl Drop for CallRate {
 
 // ---- 1. kill -9 mid-flight -----------------------------------------------------------------
 
-/// Objects are created in ten waves (per wave 5 service accounts, 2 access tokens from pairs
-/// of them and 1 from dashboard-made tokens: 80 objects); during each wave the operator is
+/// Objects are created in twenty waves (per wave 6 service accounts, 3 access tokens from
+/// pairs of them and 1 from dashboard-made tokens); during each wave the operator is
 /// killed with -9 at a seeded random point (after a random number of API calls, or after a
 /// random time); one wave also loses create answers (the account is made, the answer is
 /// lost). After a last restart everything is Ready, the sim holds exactly one live account
 /// per object and no orphan, and no Secret ever held an expired token.
 ///
-/// Why 80 objects and not the 200: CI time. With more than 100 live upstream accounts
-/// the recovery's organization listing spans pages, and a concurrent delete between two pages
-/// used to hide an account from it (a duplicate or an orphan); that is fixed in the client and
-/// reproduced deterministically by
+/// 200 objects: 120 service accounts, 60 tokens from pairs of them, 20 from dashboard tokens.
+/// With more than 100 live upstream accounts the recovery's organization listing spans pages;
+/// a concurrent delete between two pages used to hide an account from it (a duplicate or an
+/// orphan), which is fixed in the client and reproduced deterministically by
 /// [`recovery_finds_an_account_when_another_is_deleted_between_pages`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_during_creation() {
@@ -700,9 +700,9 @@ async fn kill_9_at_random_points_during_creation() {
     )
     .await;
     let mut rng = StdRng::seed_from_u64(0x6EBE_7A07);
-    const WAVES: usize = 10;
+    const WAVES: usize = 20;
     /// Service accounts, pair tokens and dashboard tokens per wave.
-    const PER_WAVE: (usize, usize, usize) = (5, 2, 1);
+    const PER_WAVE: (usize, usize, usize) = (6, 3, 1);
     let mut kill_points = Vec::new();
     let started = Instant::now();
     for wave in 0..WAVES {
