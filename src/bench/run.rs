@@ -1252,7 +1252,6 @@ fn fmt_map(m: &BTreeMap<String, u64>) -> String {
     }
 }
 
-/// The report as the table the binary prints.
 /// The printed table: `(n) heading` lines and `    label   value` rows.
 #[derive(Default)]
 struct Table(String);
@@ -1282,6 +1281,7 @@ pub fn load_report(path: &std::path::Path) -> Result<Report, String> {
     serde_json::from_str(&text).map_err(|e| format!("not a gebeta-bench report: {e}"))
 }
 
+/// The report as the table the binary prints.
 pub fn render(report: &Report) -> String {
     let a = &report.args;
     let mut t = Table::default();
@@ -1296,13 +1296,10 @@ pub fn render(report: &Report) -> String {
 
     let ap = &report.apply;
     t.heading("(1) apply -> Ready");
-    t.row(
-        "total (first create -> last Ready)",
-        format_args!(
-            "  {:.1}s   (creates sent in {:.1}s)",
-            ap.total_seconds, ap.create_seconds
-        ),
-    );
+    t.line(format_args!(
+        "    total (first create -> last Ready)   {:.1}s   (creates sent in {:.1}s)",
+        ap.total_seconds, ap.create_seconds
+    ));
     t.row("per object, all", fmt_summary(&ap.all, "s"));
     t.row(
         "per GebetaServiceAccount",

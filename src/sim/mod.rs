@@ -254,7 +254,8 @@ impl Sim {
         self.shared.peak_in_flight.load(Ordering::SeqCst)
     }
 
-    /// Every access token handed out since the start (or the last `reset_stats`), in order.
+    /// The access tokens handed out since the start (or the last `reset_stats`), oldest first;
+    /// the most recent 100,000.
     pub fn issued_access_tokens(&self) -> Vec<IssuedAccessToken> {
         self.store().issued()
     }

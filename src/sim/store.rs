@@ -136,8 +136,12 @@ pub(crate) struct Store {
     refresh: HashMap<String, (String, String)>,
     faults: HashMap<&'static str, VecDeque<(Fault, u32)>>,
     calls: HashMap<&'static str, EndpointStats>,
-    issued: Vec<IssuedAccessToken>,
+    issued: VecDeque<IssuedAccessToken>,
 }
+
+/// The most issued tokens remembered (the oldest are dropped): a simulator left running for
+/// days must not grow without bound.
+const ISSUED_REMEMBERED: usize = 100_000;
 
 /// An access token the simulator handed out, for tests that match calls to tokens.
 #[derive(Clone, PartialEq, Eq)]
@@ -192,7 +196,7 @@ impl Store {
                 .iter()
                 .map(|e| (*e, EndpointStats::default()))
                 .collect(),
-            issued: Vec::new(),
+            issued: VecDeque::new(),
         }
     }
 
@@ -220,7 +224,10 @@ impl Store {
     }
 
     pub(crate) fn record_issued(&mut self, endpoint: &'static str, token: &str) {
-        self.issued.push(IssuedAccessToken {
+        if self.issued.len() == ISSUED_REMEMBERED {
+            self.issued.pop_front();
+        }
+        self.issued.push_back(IssuedAccessToken {
             endpoint,
             token: token.to_owned(),
             at: jiff::Timestamp::now(),
@@ -228,7 +235,7 @@ impl Store {
     }
 
     pub(crate) fn issued(&self) -> Vec<IssuedAccessToken> {
-        self.issued.clone()
+        self.issued.iter().cloned().collect()
     }
 
     pub(crate) fn inject(&mut self, endpoint: &'static str, fault: Fault, count: u32) {
