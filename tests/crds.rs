@@ -2,7 +2,9 @@
 
 mod support;
 
-use gebeta_operator::crd::{self, GebetaAccessToken, GebetaServiceAccount};
+use gebeta_operator::crd::{
+    self, GebetaAccessToken, GebetaServiceAccount, access_token::SecretTemplate,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client,
@@ -298,6 +300,260 @@ async fn invalid_access_tokens_are_refused_with_the_field_named() {
         api.patch("ok", &PatchParams::default(), &rename).await,
         "secretName is immutable",
     );
+}
+
+fn with_template(template: Value) -> Value {
+    let mut spec = valid_token();
+    spec["secretTemplate"] = template;
+    spec
+}
+
+/// 64 entries with keys of the longest kind (a 253-character prefix and a 63-character name).
+fn longest_keys(tag: &str) -> serde_json::Map<String, Value> {
+    (0..64)
+        .map(|i| {
+            let prefix = format!("{tag}{i:02}{}", ".a".repeat(125));
+            let name = format!("{}{i:02}", "n".repeat(61));
+            assert_eq!((prefix.len(), name.len()), (253, 63));
+            (format!("{prefix}/{name}"), json!("v".repeat(63)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn secret_templates_are_limited_at_admission() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-template").await;
+    let api = gat_api(&client, &ns);
+    let pp = PostParams::default();
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases = [
+        // Types the API server acts on, or that belong to Kubernetes.
+        (
+            "type kubernetes.io/service-account-token is reserved",
+            json!({"type": "kubernetes.io/service-account-token"}),
+        ),
+        (
+            "type bootstrap.kubernetes.io/token is reserved",
+            json!({"type": "bootstrap.kubernetes.io/token"}),
+        ),
+        (
+            "type kubernetes.io/dockerconfigjson is reserved",
+            json!({"type": "kubernetes.io/dockerconfigjson"}),
+        ),
+        ("type k8s.io/x is reserved", json!({"type": "k8s.io/x"})),
+        (
+            "type must be Opaque or a custom type",
+            json!({"type": "token"}),
+        ),
+        ("secretTemplate.type", json!({"type": ""})),
+        // Reserved label and annotation keys, named in the message.
+        (
+            "key kubernetes.io/service-account.name is reserved",
+            json!({"labels": {"kubernetes.io/service-account.name": "default"}}),
+        ),
+        (
+            "key app.kubernetes.io/managed-by is reserved",
+            json!({"labels": {"team": "maps", "app.kubernetes.io/managed-by": "gebeta-operator"}}),
+        ),
+        (
+            "key gebeta.app/access-token is reserved",
+            json!({"labels": {"gebeta.app/access-token": "other"}}),
+        ),
+        (
+            "key kubernetes.io/service-account.uid is reserved",
+            json!({"annotations": {"kubernetes.io/service-account.uid": "x"}}),
+        ),
+        (
+            "key gebeta.app/refresh-for is reserved",
+            json!({"annotations": {"gebeta.app/refresh-for": "other"}}),
+        ),
+        (
+            "key node.kubernetes.io/x is reserved",
+            json!({"labels": {"app.kubernetes.io/name": "maps", "node.kubernetes.io/x": "v"}}),
+        ),
+        (
+            "key x.k8s.io/y is reserved",
+            json!({"annotations": {"x.k8s.io/y": "z"}}),
+        ),
+        // Keys and values as Kubernetes checks them.
+        (
+            "keys must be qualified names",
+            json!({"labels": {"bad key": "v"}}),
+        ),
+        (
+            "keys must be qualified names",
+            json!({"annotations": {"example.com/": "v"}}),
+        ),
+        (
+            "keys must be qualified names",
+            json!({"labels": {"n".repeat(64): "v"}}),
+        ),
+        (
+            "keys must be qualified names",
+            json!({"labels": {format!("{}/n", "a".repeat(254)): "v"}}),
+        ),
+        (
+            "secretTemplate.labels.team",
+            json!({"labels": {"team": "not a label value"}}),
+        ),
+        (
+            "secretTemplate.labels.team",
+            json!({"labels": {"team": "v".repeat(64)}}),
+        ),
+        ("secretTemplate.labels", json!({"labels": many})),
+        ("secretTemplate.annotations", json!({"annotations": many})),
+        (
+            "must not exceed 256 KiB",
+            json!({"annotations": {"a": "x".repeat(200 * 1024), "b": "x".repeat(60 * 1024)}}),
+        ),
+        // Secret keys.
+        (
+            "must not be '.' or start with '..'",
+            json!({"tokenKey": "..data"}),
+        ),
+        (
+            "tokenKey and expiresAtKey must differ",
+            json!({"tokenKey": "expiresAt"}),
+        ),
+    ];
+    for (i, (expected, template)) in cases.into_iter().enumerate() {
+        // The operator's own check refuses the same templates.
+        let typed: SecretTemplate = serde_json::from_value(template.clone()).unwrap();
+        assert!(
+            !typed.problems().is_empty(),
+            "problems() accepts a template the API server refuses: {template}"
+        );
+        assert_rejected(
+            api.create(
+                &pp,
+                &object(
+                    "GebetaAccessToken",
+                    &format!("bad-{i}"),
+                    with_template(template),
+                ),
+            )
+            .await,
+            expected,
+        );
+    }
+
+    let allowed = [
+        json!({}),
+        json!({"type": "Opaque"}),
+        json!({"type": null, "labels": {}}),
+        json!({
+            "type": "example.com/gebeta-token",
+            "labels": {"team": "maps", "example.com/tier": "", "x.y/z": "A-1_b.2",
+                "app.kubernetes.io/part-of": "routing"},
+            "annotations": {"example.com/owner": "the platform team: maps@example.com", "note": ""},
+            "tokenKey": "ACCESS_TOKEN",
+            "expiresAtKey": ".expiry",
+        }),
+        json!({"labels": (0..64).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}),
+        // The largest template: the admission cost of its rules stays within the budget.
+        json!({"labels": longest_keys("l"), "annotations": longest_keys("a")}),
+    ];
+    for (i, template) in allowed.into_iter().enumerate() {
+        let typed: SecretTemplate = serde_json::from_value(template.clone()).unwrap();
+        assert_eq!(typed.problems(), Vec::<String>::new(), "{template}");
+        api.create(
+            &pp,
+            &object(
+                "GebetaAccessToken",
+                &format!("ok-{i}"),
+                with_template(template.clone()),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("refused {template}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn secret_template_type_is_immutable() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-template-type").await;
+    let api = gat_api(&client, &ns);
+    let pp = PostParams::default();
+    let merge = |spec: Value| Patch::Merge(json!({"spec": spec}));
+    let patch = PatchParams::default();
+    let immutable = "secretTemplate.type is immutable";
+
+    // A custom type: it cannot change, be removed (Opaque), or go with the whole template.
+    let typed = with_template(json!({"type": "example.com/a", "labels": {"team": "maps"}}));
+    api.create(&pp, &object("GebetaAccessToken", "typed", typed))
+        .await
+        .unwrap();
+    for change in [
+        json!({"secretTemplate": {"type": "example.com/b"}}),
+        json!({"secretTemplate": {"type": "Opaque"}}),
+        json!({"secretTemplate": {"type": null}}),
+        json!({"secretTemplate": null}),
+    ] {
+        let result = api.patch("typed", &patch, &merge(change.clone())).await;
+        if let Err(kube::Error::Api(status)) = &result {
+            assert!(
+                status
+                    .message
+                    .contains("delete and recreate the GebetaAccessToken"),
+                "{change}: {}",
+                status.message
+            );
+        }
+        assert_rejected(result, immutable);
+    }
+    // Everything else in the template still changes.
+    let patched = api
+        .patch(
+            "typed",
+            &patch,
+            &merge(json!({"secretTemplate": {"labels": {"team": "tiles"}, "tokenKey": "t"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.data["spec"]["secretTemplate"]["type"],
+        "example.com/a"
+    );
+    assert_eq!(
+        patched.data["spec"]["secretTemplate"]["labels"]["team"],
+        "tiles"
+    );
+
+    // No template means Opaque: a custom type cannot be added later, Opaque and labels can.
+    api.create(&pp, &object("GebetaAccessToken", "plain", valid_token()))
+        .await
+        .unwrap();
+    assert_rejected(
+        api.patch(
+            "plain",
+            &patch,
+            &merge(json!({"secretTemplate": {"type": "example.com/a"}})),
+        )
+        .await,
+        immutable,
+    );
+    api.patch(
+        "plain",
+        &patch,
+        &merge(json!({"secretTemplate": {"type": "Opaque", "labels": {"team": "maps"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch("plain", &patch, &merge(json!({"secretTemplate": null})))
+        .await
+        .unwrap();
+
+    // An explicit null type (nullable) is Opaque too, and does not block updates.
+    let nulled = with_template(json!({"type": null}));
+    api.create(&pp, &object("GebetaAccessToken", "nulled", nulled))
+        .await
+        .unwrap();
+    api.patch("nulled", &patch, &merge(json!({"suspended": true})))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 pub mod access_token;
 pub mod common;
+pub mod metadata;
 pub mod service_account;
 
 pub use access_token::{GebetaAccessToken, GebetaAccessTokenSpec, GebetaAccessTokenStatus};
