@@ -244,6 +244,97 @@ fn helm_lint_passes_and_the_schema_refuses_bad_values() {
     );
 }
 
+/// `helm template` with the default values and `args`, as JSON documents.
+fn render(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["template", "x", CHART, "--kube-version", "v1.37.0"];
+    all.extend(args);
+    documents(&ok("helm", &all, None))
+}
+
+fn pod_affinity(docs: &[Value]) -> Value {
+    of_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["affinity"].clone()
+}
+
+#[test]
+fn the_pdb_lets_drains_evict_unhealthy_replicas() {
+    let policy = |docs: &[Value]| {
+        of_kind(docs, "PodDisruptionBudget")[0]["spec"]["unhealthyPodEvictionPolicy"].clone()
+    };
+    // Two crash-looping replicas must not block a node drain.
+    assert_eq!(policy(&render(&[])), "AlwaysAllow");
+    assert_eq!(
+        policy(&render(&[
+            "--set",
+            "podDisruptionBudget.unhealthyPodEvictionPolicy=IfHealthyBudget"
+        ])),
+        "IfHealthyBudget"
+    );
+    let out = run(
+        "helm",
+        &[
+            "lint",
+            CHART,
+            "--set",
+            "podDisruptionBudget.unhealthyPodEvictionPolicy=Never",
+        ],
+        None,
+    );
+    assert!(!out.status.success(), "the schema knows the two policies");
+}
+
+#[test]
+fn user_affinity_keeps_the_default_anti_affinity() {
+    let default_anti = pod_affinity(&render(&[]))["podAntiAffinity"].clone();
+    let term = &default_anti["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        term["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "x"
+    );
+
+    let node = json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}
+    ]}});
+    let pod = json!({"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10,
+        "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+            "labelSelector": {"matchLabels": {"app": "cache"}}}}]});
+    let given = json!({"nodeAffinity": node, "podAffinity": pod}).to_string();
+    let affinity = pod_affinity(&render(&["--set-json", &format!("affinity={given}")]));
+    assert_eq!(affinity["nodeAffinity"], node, "nodeAffinity as given");
+    assert_eq!(affinity["podAffinity"], pod, "podAffinity as given");
+    assert_eq!(
+        affinity["podAntiAffinity"], default_anti,
+        "the default anti-affinity stays"
+    );
+
+    // The user's own anti-affinity replaces the default; an empty one drops it.
+    let anti = json!({"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "topologyKey": "topology.kubernetes.io/zone",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "gebeta-operator"}}}]});
+    let given = json!({"nodeAffinity": node, "podAntiAffinity": anti}).to_string();
+    let affinity = pod_affinity(&render(&["--set-json", &format!("affinity={given}")]));
+    assert_eq!(
+        affinity,
+        json!({"nodeAffinity": node, "podAntiAffinity": anti})
+    );
+    let affinity = pod_affinity(&render(&[
+        "--set-json",
+        "affinity={\"podAntiAffinity\":{}}",
+    ]));
+    assert_eq!(affinity, json!({"podAntiAffinity": {}}));
+
+    // A typo is refused rather than silently dropped.
+    let out = run(
+        "helm",
+        &["lint", CHART, "--set-json", "affinity={\"nodeAfinity\":{}}"],
+        None,
+    );
+    assert!(!out.status.success(), "affinity keys are checked");
+}
+
 #[tokio::test]
 async fn rendered_manifests_pass_a_server_side_dry_run() {
     let client = support::client();
@@ -513,9 +604,14 @@ async fn helm_install_creates_valid_objects() {
         .get(&fullname)
         .await
         .expect("PDB");
+    let pdb = pdb.spec.unwrap();
     assert_eq!(
-        pdb.spec.unwrap().min_available,
+        pdb.min_available,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert_eq!(
+        pdb.unhealthy_pod_eviction_policy.as_deref(),
+        Some("AlwaysAllow")
     );
     let cluster_role: ClusterRole = Api::all(client.clone())
         .get(&fullname)
