@@ -1016,6 +1016,7 @@ async fn apiserver_and_etcd_restarts_are_survived() {
         if e.resource == "secrets"
             && e.subresource.is_empty()
             && e.succeeded()
+            && e.is_write()
             && e.verb != "delete"
         {
             *writes.entry(e.name.clone()).or_default() += 1;

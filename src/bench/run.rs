@@ -316,10 +316,14 @@ fn say(text: impl AsRef<str>) {
 
 /// The operator's writes among `events`, counted by `kind verb`.
 fn operator_writes(events: &[AuditEvent]) -> BTreeMap<String, u64> {
-    count_by_kind_and_verb(events.iter().filter(|e| e.user == OPERATOR_USER))
-        .into_iter()
-        .map(|((kind, verb), n)| (format!("{kind} {verb}"), n))
-        .collect()
+    count_by_kind_and_verb(
+        events
+            .iter()
+            .filter(|e| e.user == OPERATOR_USER && e.is_write()),
+    )
+    .into_iter()
+    .map(|((kind, verb), n)| (format!("{kind} {verb}"), n))
+    .collect()
 }
 
 /// Calls per endpoint between two snapshots (only endpoints with calls).

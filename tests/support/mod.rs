@@ -1,11 +1,11 @@
-//! Shared test environment: one real control plane (etcd + kube-apiserver +
+//! Shared test environment: one real control plane (etcd + kube-apiserver with an audit log +
 //! kube-controller-manager) per test binary, with the CRDs from `crds/` installed, and a fresh
 //! namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 
-use gebeta_operator::testbed::{ControlPlane, wait_until};
+use gebeta_operator::testbed::{ControlPlane, ControlPlaneOptions, wait_until};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, api::PostParams};
 
@@ -19,7 +19,7 @@ pub fn control_plane() -> &'static ControlPlane {
         std::thread::spawn(|| {
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
             runtime.block_on(async {
-                let cp = ControlPlane::start().await?;
+                let cp = ControlPlane::start_with(ControlPlaneOptions { audit_log: true }).await?;
                 let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
                 cp.install_crds(&cp.client()?, &crds).await?;
                 Ok::<_, gebeta_operator::testbed::TestbedError>(cp)
