@@ -63,6 +63,8 @@ pub struct Metrics {
     pub refresh_failures: Family<ReasonLabels, Counter>,
     pub objects_ready: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
+    pub refreshes_overdue: Gauge,
+    pub refresh_oldest_overdue: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -83,6 +85,8 @@ impl Default for Metrics {
             refresh_failures: Family::default(),
             objects_ready: Family::default(),
             leader: Gauge::default(),
+            refreshes_overdue: Gauge::default(),
+            refresh_oldest_overdue: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -124,6 +128,16 @@ impl Default for Metrics {
             "leader",
             "1 while this replica holds the leader lease",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "refreshes_overdue",
+            "Access-token refreshes (and other writes) that are due but wait for capacity",
+            metrics.refreshes_overdue.clone(),
+        );
+        registry.register(
+            "refresh_oldest_overdue_seconds",
+            "How long the longest-waiting due access-token refresh has waited for capacity",
+            metrics.refresh_oldest_overdue.clone(),
         );
         // Known label values start at zero, so the series exist (and rate() works) before the
         // first event.
@@ -242,6 +256,8 @@ mod tests {
         metrics.refresh_failed("UpstreamUnavailable");
         metrics.set_objects("service_account", 2, 1);
         metrics.leader.set(1);
+        metrics.refreshes_overdue.set(3);
+        metrics.refresh_oldest_overdue.set(1.5);
         let text = metrics.encode();
         for series in [
             r#"gebeta_operator_reconciles_total{controller="access_token",result="ok"} 1"#,
@@ -254,6 +270,8 @@ mod tests {
             r#"gebeta_operator_reconciles_total{controller="service_account",result="ok"} 0"#,
             r#"gebeta_operator_objects{controller="service_account",ready="false"} 1"#,
             "gebeta_operator_leader 1",
+            "gebeta_operator_refreshes_overdue 3",
+            "gebeta_operator_refresh_oldest_overdue_seconds 1.5",
         ] {
             assert!(text.contains(series), "missing {series} in:\n{text}");
         }

@@ -104,6 +104,16 @@ impl Fixture {
     }
 
     fn start(&mut self) {
+        self.start_with(Settings::default());
+    }
+
+    /// The identity the in-process controller acts as, so that the audit log tells its
+    /// requests from the test's.
+    fn operator_user(&self) -> String {
+        format!("operator-{}", self.ns)
+    }
+
+    fn start_with(&mut self, settings: Settings) {
         assert!(self.operator.is_none(), "already running");
         let gebeta = GebetaClient::new(ClientConfig {
             base_url: self.base_url.clone(),
@@ -114,12 +124,10 @@ impl Fixture {
         })
         .expect("a Gebeta client");
         let metrics = Metrics::new();
-        let ctx = Context::new(
-            self.client.clone(),
-            gebeta,
-            metrics.clone(),
-            Settings::default(),
-        );
+        let kube = support::control_plane()
+            .client_as(&self.operator_user(), &["system:masters"])
+            .expect("a client for the operator");
+        let ctx = Context::new(kube, gebeta, metrics.clone(), settings);
         let scope = WatchScope {
             namespaces: vec![self.ns.clone()],
             label_selector: None,
@@ -1283,4 +1291,200 @@ async fn noop_reconciles_write_nothing_and_deletion_cleans_up() {
         std::future::ready((!metrics.encode().contains("name=\"maps\"")).then_some(()))
     })
     .await;
+}
+
+/// Kubernetes requests the in-process controller made in this test's namespace since
+/// `offset` of the audit log: `(reads, writes by "kind name verb")`.
+fn operator_requests(
+    f: &Fixture,
+    offset: u64,
+) -> (Vec<String>, std::collections::BTreeMap<String, u64>) {
+    let (events, _) = support::control_plane()
+        .audit_log()
+        .expect("the test control plane keeps an audit log")
+        .read_from(offset)
+        .expect("read the audit log");
+    let user = f.operator_user();
+    let mut reads = Vec::new();
+    let mut writes = std::collections::BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.user == user && e.namespace == f.ns)
+    {
+        let what = format!("{} {} {}", e.kind(), e.name, e.verb);
+        if e.is_write() {
+            *writes.entry(what).or_default() += 1;
+        } else {
+            reads.push(what);
+        }
+    }
+    (reads, writes)
+}
+
+/// Over several lifetimes, each new token costs no Kubernetes read and only the writes that
+/// change something: the token Secret, the refresh Secret when the refresh token rotated, and
+/// the status.
+async fn refreshes_read_nothing(rotate: bool) {
+    let (f, _) = Fixture::with_ready_token("gat-requests", 4, rotate).await;
+    let audit = support::control_plane().audit_log().expect("audit log");
+    let offset = audit.end();
+    let since = Timestamp::now();
+    let mut token = f.token("maps-token").await.unwrap();
+    for _ in 0..3 {
+        token = f.wait_new_token("maps-token", &token).await;
+    }
+    // The status of the last token, then nothing more to do.
+    let (_, exp) = claims(&token);
+    f.wait_status("maps", "Ready", |s| {
+        s.expires_at
+            .as_deref()
+            .and_then(|e| e.parse::<Timestamp>().ok())
+            .is_some_and(|e| e.as_second() == exp)
+    })
+    .await;
+    let issued = f
+        .sim
+        .issued_access_tokens()
+        .into_iter()
+        .filter(|t| t.at > since)
+        .count() as u64;
+    assert!(issued >= 3, "{issued} tokens issued");
+    let (reads, writes) = operator_requests(&f, offset);
+    assert!(
+        reads.is_empty(),
+        "no Kubernetes reads for {issued} refreshes, saw {reads:?}"
+    );
+    let count = |what: &str| writes.get(what).copied().unwrap_or_default();
+    assert_eq!(
+        count("secrets maps-token patch"),
+        issued,
+        "one token Secret write per token: {writes:?}"
+    );
+    assert_eq!(
+        count("secrets maps-gebeta-refresh patch"),
+        if rotate { issued } else { 0 },
+        "the refresh Secret is written only when the refresh token rotated: {writes:?}"
+    );
+    let status_writes = count("gebetaaccesstokens/status maps patch");
+    assert!(
+        (issued - 1..=issued).contains(&status_writes),
+        "one status write per token ({issued} tokens): {writes:?}"
+    );
+    let other: u64 = writes.values().sum::<u64>()
+        - count("secrets maps-token patch")
+        - count("secrets maps-gebeta-refresh patch")
+        - status_writes;
+    assert_eq!(other, 0, "no other writes: {writes:?}");
+}
+
+#[tokio::test]
+async fn refreshes_read_nothing_and_write_two_objects_without_rotation() {
+    refreshes_read_nothing(false).await;
+}
+
+#[tokio::test]
+async fn refreshes_read_nothing_and_write_three_objects_with_rotation() {
+    refreshes_read_nothing(true).await;
+}
+
+/// More refreshes due at once than the operator may work on (one at a time, each call slow):
+/// they are served earliest expiry first, whatever order they were requested in.
+#[tokio::test]
+async fn due_refreshes_are_served_earliest_expiry_first() {
+    const N: usize = 6;
+    let mut f = Fixture::new("gat-overload", 300, false).await;
+    f.start_with(Settings {
+        max_concurrent_reconciles: 1,
+        ..Settings::default()
+    });
+    // Tokens issued in different seconds expire in different seconds.
+    let mut expiries = Vec::new();
+    for i in 0..N {
+        let name = format!("t{i}");
+        f.create(&name, Fixture::spec(&format!("{name}-token")))
+            .await;
+        f.wait_ready(&name).await;
+        let (_, exp) = claims(&f.token(&format!("{name}-token")).await.unwrap());
+        expiries.push((exp, name));
+        support::eventually(DEADLINE, "the next second", || {
+            std::future::ready((Timestamp::now().as_second() + 300 > exp).then_some(()))
+        })
+        .await;
+    }
+    let distinct: std::collections::BTreeSet<i64> = expiries.iter().map(|e| e.0).collect();
+    assert_eq!(distinct.len(), N, "distinct expiries: {expiries:?}");
+    let old: Vec<String> = {
+        let mut tokens = Vec::new();
+        for (_, name) in &expiries {
+            tokens.push(f.token(&format!("{name}-token")).await.unwrap());
+        }
+        tokens
+    };
+
+    // Each call now takes 1 s (the client gives up after 2 s); request a refresh of all,
+    // latest expiry first.
+    f.sim.set_latency(Duration::from_secs(1));
+    let since = Timestamp::now();
+    for (_, name) in expiries.iter().rev() {
+        f.merge(
+            name,
+            json!({"metadata": {"annotations": {REFRESH_ANNOTATION: "now"}}}),
+        )
+        .await;
+    }
+    let metrics = f.metrics();
+    let mut peak_overdue = 0;
+    let mut new_tokens = Vec::new();
+    for ((_, name), old) in expiries.iter().zip(&old) {
+        let secret_name = format!("{name}-token");
+        let secrets = f.secrets();
+        let token = support::eventually(
+            Duration::from_secs(120),
+            &format!("a new token in {secret_name}"),
+            || {
+                peak_overdue = peak_overdue.max(metrics.refreshes_overdue.get());
+                let secrets = secrets.clone();
+                let secret_name = secret_name.clone();
+                async move {
+                    let token = value(&secrets.get_opt(&secret_name).await.ok()??, "token")?;
+                    (token != *old).then_some(token)
+                }
+            },
+        )
+        .await;
+        new_tokens.push(token);
+    }
+    // The order the simulator issued the new tokens in.
+    let issued: Vec<String> = f
+        .sim
+        .issued_access_tokens()
+        .into_iter()
+        .filter(|t| t.at >= since)
+        .map(|t| t.token)
+        .collect();
+    let mut served: Vec<(usize, i64)> = expiries
+        .iter()
+        .zip(&new_tokens)
+        .map(|((exp, name), token)| {
+            let at = issued
+                .iter()
+                .position(|t| t == token)
+                .unwrap_or_else(|| panic!("{name}'s new token was issued after the request"));
+            (at, *exp)
+        })
+        .collect();
+    assert_eq!(issued.len(), N, "one call per refresh");
+    served.sort();
+    let order: Vec<i64> = served.iter().map(|s| s.1).collect();
+    // The first request finds the operator idle and is served at once; every other waits,
+    // and must be served in expiry order.
+    let waited = &order[1..];
+    assert!(
+        waited.windows(2).all(|w| w[0] < w[1]),
+        "served in the order of expiries {order:?} (requested latest first)"
+    );
+    assert!(
+        peak_overdue >= 2,
+        "the overdue gauge showed the backlog (peak {peak_overdue})"
+    );
 }

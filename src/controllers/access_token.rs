@@ -50,6 +50,7 @@
 //! - `gebeta.app/restartedAt: <issuedAt of the token>` is set on the pod template of every
 //!   rollout-restart target after a new token is written (one change per new token).
 
+pub mod gate;
 pub mod index;
 pub mod plan;
 pub mod schedule;
@@ -69,18 +70,21 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     core::PartialObjectMeta,
     runtime::{
+        WatchStreamExt,
         controller::{self, Action},
         events::EventType,
-        watcher,
+        reflector::{self, ObjectRef, Store},
+        watcher::{self, watcher},
     },
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::{
+    gate::{DeadlineGate, Permit},
     index::{RefIndex, Refs},
     plan::{Call, Decision, Health, Problem, Situation, reason},
     schedule::TokenTimes,
@@ -96,6 +100,7 @@ use crate::{
         common::parse_duration,
     },
     gebeta::{self, Token, decode_claims},
+    metrics::Metrics,
 };
 
 /// Annotation on a `GebetaAccessToken`: a new value requests a refresh now.
@@ -111,6 +116,15 @@ const MAX_REQUEUE: Duration = Duration::from_secs(3600);
 const BLOCKED_RECHECK: Duration = Duration::from_secs(300);
 /// Retry of rollout restarts that failed transiently.
 const RESTART_RETRY: Duration = Duration::from_secs(5);
+/// Recheck of an object whose cached copy is older than our own write (the write's watch
+/// event normally wakes it first).
+const STALE_RECHECK: Duration = Duration::from_secs(2);
+/// How long a reconcile waits for the caches' first list, and when it tries again after.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+const CACHE_RECHECK: Duration = Duration::from_secs(1);
+/// How long the cache may lag behind one of our writes before it is believed anyway (our
+/// write may have been undone, e.g. the Secret deleted, with the events coalesced).
+const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
 /// Errors that end a reconcile early; retried with backoff by [`error_policy`].
 #[derive(thiserror::Error, Debug)]
@@ -127,43 +141,81 @@ impl Error {
     }
 }
 
+/// A write of ours to an owned Secret that the cache may not show yet.
+#[derive(Clone, Debug)]
+struct Written {
+    /// Version of the copy the write was made from (`None`: the write created the Secret).
+    before: Option<String>,
+    /// Version the write produced.
+    after: Option<String>,
+    at: std::time::Instant,
+}
+
+/// Input tokens read from the API server, reused while no watch event touched an input.
+#[derive(Clone, Debug)]
+struct CachedInputs {
+    /// The index's input epoch and the object's generation when they were read.
+    epoch: u64,
+    generation: Option<i64>,
+    /// Everything the object depends on, as recorded when they were read.
+    refs: Refs,
+    value: Result<(Token, Token), Problem>,
+}
+
+/// A token the API issued that could not be written yet (a Kubernetes write failed): the next
+/// attempt writes it instead of calling the API again.
+#[derive(Clone, Debug)]
+struct Unwritten {
+    session: RefreshState,
+    token: Option<(Token, TokenTimes)>,
+}
+
 /// What the controller remembers of one object between reconciles (lost on restart, which
-/// costs at most one early retry).
+/// costs at most one early retry and one read of the inputs).
 #[derive(Clone, Debug, Default)]
 struct ObjState {
     uid: String,
-    /// The newest resourceVersion this controller has seen or written: a store object with
-    /// another version is re-read, so a reconcile never acts on a status older than its own
-    /// last write.
-    known_rv: Option<String>,
     /// Consecutive failed Gebeta calls.
     failures: u32,
     /// No call before this time...
     retry_at: Option<Timestamp>,
     /// ...unless the inputs (fingerprint) or the manual refresh request changed since.
     retry_key: Option<(Option<String>, Option<String>)>,
+    /// The last refresh timed out: it may have rotated the refresh token.
+    refresh_outcome_unknown: bool,
     /// Consecutive reconciles that ended in an error.
     api_errors: u32,
+    /// Expiry of the token in the Secret, to bound the backoff after Kubernetes errors.
+    expires_at: Option<Timestamp>,
     /// `restartedAt` value still to be set on the rollout-restart targets.
     pending_restart: Option<String>,
+    written: HashMap<String, Written>,
+    inputs: Option<CachedInputs>,
+    unwritten: Option<Unwritten>,
+    /// A type change of the target Secret was reported.
+    type_change_reported: bool,
 }
 
-/// The controller's context: the shared [`Context`], the reverse index and per-object memory.
+/// The caches of one watched namespace (or of the cluster).
+struct Caches {
+    /// The Secrets this controller owns (label-selected, full objects).
+    owned: Store<Secret>,
+    accounts: Store<GebetaServiceAccount>,
+}
+
+/// The controller's context: the shared [`Context`], the reverse index, the caches, the
+/// deadline gate and per-object memory.
 pub struct Shared {
     ctx: Arc<Context>,
     index: Arc<RefIndex>,
+    gate: Arc<DeadlineGate>,
+    caches: Vec<Caches>,
+    /// True once every cache has its first full list: before, an absent Secret proves nothing.
+    caches_ready: Readiness,
     states: Mutex<HashMap<(String, String), ObjState>>,
 }
 
 impl Shared {
-    fn new(ctx: Arc<Context>) -> Shared {
-        Shared {
-            ctx,
-            index: Arc::default(),
-            states: Mutex::default(),
-        }
-    }
-
     fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ObjState>> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -172,12 +224,24 @@ impl Shared {
     fn forget(&self, ns: &str, name: &str) {
         self.ctx.metrics.forget_token(ns, name);
         self.index.remove(ns, name);
-        self.states().remove(&(ns.to_string(), name.to_string()));
+        if let Some(state) = self.states().remove(&(ns.to_string(), name.to_string())) {
+            self.ctx.own_writes.forget(&state.uid);
+        }
+    }
+
+    fn owned_secret(&self, ns: &str, name: &str) -> Option<Arc<Secret>> {
+        let key = ObjectRef::new(name).within(ns);
+        self.caches.iter().find_map(|c| c.owned.get(&key))
+    }
+
+    fn account(&self, ns: &str, name: &str) -> Option<Arc<GebetaServiceAccount>> {
+        let key = ObjectRef::new(name).within(ns);
+        self.caches.iter().find_map(|c| c.accounts.get(&key))
     }
 }
 
 /// Runs the controller until `shutdown` is cancelled: one `Controller` per watched namespace
-/// (or one for the cluster), all sharing the reverse index.
+/// (or one for the cluster), all sharing the reverse index and the deadline gate.
 pub async fn run(
     ctx: Arc<Context>,
     scope: WatchScope,
@@ -185,51 +249,88 @@ pub async fn run(
     readiness: Readiness,
 ) {
     let client = ctx.kube.clone();
-    let concurrency = ctx.settings.max_concurrent_reconciles;
-    let shared = Arc::new(Shared::new(ctx));
     let owned_selector = format!(
         "{MANAGED_BY_LABEL}={MANAGED_BY},{}",
         secret::ACCESS_TOKEN_LABEL
     );
+    let caches_ready = Readiness::default();
+    let mut caches = Vec::new();
+    let mut streams = Vec::new();
+    for (owned_api, accounts_api) in scope
+        .apis::<Secret>(&client)
+        .into_iter()
+        .zip(scope.apis::<GebetaServiceAccount>(&client))
+    {
+        // Owned Secrets keep their managedFields: `secret::needs_apply` reads them.
+        let (owned, writer) = reflector::store();
+        let owned_events = watcher(
+            owned_api,
+            watcher::Config::default()
+                .labels(&owned_selector)
+                .any_semantic(),
+        )
+        .reflect(writer)
+        .touched_objects();
+        let (accounts, writer) = reflector::store();
+        let account_events = watcher(accounts_api, watcher::Config::default().any_semantic())
+            .modify(|a: &mut GebetaServiceAccount| a.metadata.managed_fields = None)
+            .reflect(writer)
+            .touched_objects();
+        for r in [&readiness, &caches_ready] {
+            r.track(owned.clone());
+            r.track(accounts.clone());
+        }
+        caches.push(Caches { owned, accounts });
+        streams.push((owned_events, account_events));
+    }
+    let gate = DeadlineGate::new(ctx.settings.max_concurrent_reconciles.into());
+    let shared = Arc::new(Shared {
+        ctx,
+        index: Arc::default(),
+        gate: gate.clone(),
+        caches,
+        caches_ready,
+        states: Mutex::default(),
+    });
+    report_backlog(gate, shared.ctx.metrics.clone(), shutdown.clone());
+    let mut runs = Vec::new();
+    let mut stores = Vec::new();
     let apis = scope
         .apis::<GebetaAccessToken>(&client)
         .into_iter()
-        .zip(scope.apis::<Secret>(&client))
-        .zip(scope.apis::<PartialObjectMeta<Secret>>(&client))
-        .zip(scope.apis::<PartialObjectMeta<GebetaServiceAccount>>(&client));
-    let mut runs = Vec::new();
-    let mut stores = Vec::new();
-    for (((objects, owned), secrets), accounts) in apis {
+        .zip(scope.apis::<PartialObjectMeta<Secret>>(&client));
+    for ((objects, secrets), (owned_events, account_events)) in apis.zip(streams) {
         let by_secret = shared.index.clone();
         let by_account = shared.index.clone();
         let controller = super::lean_controller(objects, scope.watcher_config())
-            .owns(
-                owned,
-                watcher::Config::default()
-                    .labels(&owned_selector)
-                    .any_semantic(),
-            )
+            .owns_stream(owned_events)
             .watches(
                 secrets,
                 watcher::Config::default().any_semantic(),
                 move |s: PartialObjectMeta<Secret>| {
+                    let owner = s
+                        .labels()
+                        .get(secret::ACCESS_TOKEN_LABEL)
+                        .filter(|_| {
+                            s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+                        })
+                        .map(String::as_str);
                     by_secret.for_secret(
                         s.metadata.namespace.as_deref().unwrap_or_default(),
                         &s.name_any(),
+                        owner,
                     )
                 },
             )
-            .watches(
-                accounts,
-                watcher::Config::default().any_semantic(),
-                move |a: PartialObjectMeta<GebetaServiceAccount>| {
-                    by_account.for_account(
-                        a.metadata.namespace.as_deref().unwrap_or_default(),
-                        &a.name_any(),
-                    )
-                },
-            )
-            .with_config(controller::Config::default().concurrency(concurrency))
+            .watches_stream(account_events, move |a: GebetaServiceAccount| {
+                by_account.for_account(
+                    a.metadata.namespace.as_deref().unwrap_or_default(),
+                    &a.name_any(),
+                )
+            })
+            // No limit here: a reconcile with nothing to do only reads caches, and the work
+            // that costs waits at the deadline gate (see `gate`).
+            .with_config(controller::Config::default())
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         let store = controller.store();
         readiness.track(store.clone());
@@ -273,6 +374,24 @@ pub async fn run(
     futures::future::join_all(runs).await;
 }
 
+/// Keeps the overdue-refresh gauges current, every second until `shutdown`.
+fn report_backlog(gate: Arc<DeadlineGate>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let backlog = gate.backlog();
+            metrics.refreshes_overdue.set(backlog.waiting as i64);
+            metrics
+                .refresh_oldest_overdue
+                .set(backlog.oldest_wait_seconds);
+        }
+    });
+}
+
 async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let ns = obj.namespace().unwrap_or_default();
@@ -282,10 +401,15 @@ async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<A
     let key = (ns.clone(), name.clone());
     let state = shared.states().get(&key).cloned().unwrap_or_default();
     let mut run = Reconcile::new(&shared, ns, name, state);
-    let result = run.reconcile(obj).instrument(span).await;
-    if result.is_ok() {
-        run.state.api_errors = 0;
+    let result = run.reconcile(obj.clone()).instrument(span.clone()).await;
+    match &result {
+        Ok(_) => run.state.api_errors = 0,
+        Err(e) if run.state.unwritten.is_some() => {
+            run.report_write_failure(&obj, e).instrument(span).await
+        }
+        Err(_) => {}
     }
+    drop(run.permit.take());
     if !run.gone {
         shared.states().insert(key, run.state);
     }
@@ -302,13 +426,20 @@ async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<A
 
 fn error_policy(obj: Arc<GebetaAccessToken>, err: &Error, shared: Arc<Shared>) -> Action {
     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let errors = {
+    let (errors, remaining) = {
         let mut states = shared.states();
         let state = states.entry(key).or_default();
         state.api_errors = state.api_errors.saturating_add(1);
-        state.api_errors
+        let now = Timestamp::now();
+        let remaining = state
+            .expires_at
+            .filter(|e| *e > now)
+            .and_then(|e| Duration::try_from(now.duration_until(e)).ok());
+        (state.api_errors, remaining)
     };
-    let delay = schedule::retry_delay(errors, None, None, rand::random::<f64>());
+    // Bounded by the token's remaining lifetime, as after a Gebeta failure: an API server
+    // that comes back must find the token still being looked after.
+    let delay = schedule::retry_delay(errors, None, remaining, rand::random::<f64>());
     tracing::warn!(error = %err, retry_in = ?delay, "access token reconcile failed; retrying");
     Action::requeue(delay)
 }
@@ -323,14 +454,23 @@ enum Exchange {
     },
 }
 
+/// The cache shows a copy older than one of our own writes: acting on it would repeat work.
+struct Stale;
+
 /// One reconcile of one object.
 struct Reconcile<'a> {
     shared: &'a Shared,
     ns: String,
     name: String,
+    uid: String,
     state: ObjState,
     api: Api<GebetaAccessToken>,
     secrets: Api<Secret>,
+    /// The deadline of this reconcile's work (see [`gate`]) and the permit once taken.
+    deadline: Timestamp,
+    permit: Option<Permit>,
+    /// The live target Secret's type was kept over the template's: `(live, wanted)`.
+    type_kept: Option<(String, String)>,
     /// The object is gone: its memory is dropped.
     gone: bool,
 }
@@ -344,7 +484,11 @@ impl<'a> Reconcile<'a> {
             shared,
             ns,
             name,
+            uid: String::new(),
             state,
+            deadline: Timestamp::now(),
+            permit: None,
+            type_kept: None,
             gone: false,
         }
     }
@@ -359,55 +503,93 @@ impl<'a> Reconcile<'a> {
         Action::await_change()
     }
 
-    /// The object as of this controller's last write (re-read when the store lags behind).
-    async fn fresh(
-        &mut self,
-        obj: Arc<GebetaAccessToken>,
-    ) -> Result<Option<Arc<GebetaAccessToken>>, Error> {
-        let rv = obj.resource_version();
-        match &self.state.known_rv {
-            Some(known) if rv.as_ref() != Some(known) => {
-                let fresh = self.api.get_opt(&self.name).await?;
-                self.state.known_rv = fresh.as_ref().and_then(|o| o.resource_version());
-                Ok(fresh.map(Arc::new))
-            }
-            _ => {
-                self.state.known_rv = rv;
-                Ok(Some(obj))
-            }
+    /// Waits, once per reconcile, for the right to call or write (earliest deadline first).
+    async fn work(&mut self) {
+        if self.permit.is_none() {
+            self.permit = Some(self.shared.gate.acquire(self.deadline).await);
         }
     }
 
+    /// Waits a little for the caches' first full list (at start-up the objects' own watch may
+    /// be ahead of them); false if they are still not there.
+    async fn caches_synced(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + CACHE_WAIT;
+        while !self.shared.caches_ready.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// An owned Secret from the cache, unless the cache has not caught up on our last write.
+    fn owned(&mut self, name: &str) -> Result<Option<Secret>, Stale> {
+        let copy = self.shared.owned_secret(&self.ns, name);
+        if let Some(w) = self.state.written.get(name) {
+            let rv = copy.as_ref().and_then(|s| s.resource_version());
+            if rv != w.after && rv == w.before && w.at.elapsed() < EXPECTATION_TTL {
+                return Err(Stale);
+            }
+            // Caught up, or changed by someone since (or our write was lost): the cache rules.
+            self.state.written.remove(name);
+        }
+        Ok(copy.map(|s| (*s).clone()))
+    }
+
     async fn reconcile(&mut self, obj: Arc<GebetaAccessToken>) -> Result<Action, Error> {
-        let Some(obj) = self.fresh(obj).await? else {
-            return Ok(self.forget());
-        };
+        if !self.caches_synced().await {
+            return Ok(Action::requeue(CACHE_RECHECK));
+        }
         if obj.metadata.deletion_timestamp.is_some() {
             return Ok(self.forget());
         }
         let uid = obj.uid().unwrap_or_default();
         if self.state.uid != uid {
-            let known_rv = self.state.known_rv.take();
             self.state = ObjState {
                 uid: uid.clone(),
-                known_rv,
                 ..ObjState::default()
             };
         }
+        self.uid = uid.clone();
+        if self
+            .ctx()
+            .own_writes
+            .is_superseded(&uid, obj.resource_version().as_deref())
+        {
+            // Our own status write is on its way to the cache; its event wakes us again.
+            return Ok(Action::requeue(STALE_RECHECK));
+        }
+        // What the object depends on is indexed before anything is read, so that a change
+        // landing after the read wakes it (the names an earlier read found included).
+        let refs = match &self.state.inputs {
+            Some(cached) if cached.generation == obj.metadata.generation => cached.refs.clone(),
+            _ => Refs::of_spec(&obj),
+        };
+        self.shared.index.set(&self.ns, &self.name, refs);
         let ctx = self.shared.ctx.clone();
         let now = Timestamp::now();
         let spec = &obj.spec;
         let keys = Keys::of(&obj);
         let refresh_name = secret::refresh_secret_name(&self.name);
-        let mut refs = Refs::of_spec(&obj);
-        self.shared.index.set(&self.ns, &self.name, refs.clone());
         let prev = obj.status.clone().unwrap_or_default();
 
-        // What exists.
+        // What exists: owned Secrets from the cache; a name the cache lacks is looked up, as
+        // a Secret there that is not ours (no labels) must never be written over.
+        let (Ok(target), Ok(refresh)) = (self.owned(&spec.secret_name), self.owned(&refresh_name))
+        else {
+            return Ok(Action::requeue(STALE_RECHECK));
+        };
+        let target = match target {
+            Some(s) => Some(s),
+            None => self.secrets.get_opt(&spec.secret_name).await?,
+        };
+        let mut refresh = match refresh {
+            Some(s) => Some(s),
+            None => self.secrets.get_opt(&refresh_name).await?,
+        };
         let spec_problem = check_spec(&obj, &keys, &refresh_name);
         let refresh_before = spec.refresh_before.as_deref().and_then(parse_duration);
-        let target = self.secrets.get_opt(&spec.secret_name).await?;
-        let mut refresh = self.secrets.get_opt(&refresh_name).await?;
         let conflict = [(&target, &spec.secret_name), (&refresh, &refresh_name)]
             .into_iter()
             .find(|(s, _)| {
@@ -426,12 +608,20 @@ impl<'a> Reconcile<'a> {
             _ => RefreshState::default(),
         };
         let mut times = current_token.as_deref().and_then(|t| {
-            session.times_of(t).or_else(|| {
-                let claims = decode_claims(t).ok()?;
-                TokenTimes::from_claims(claims.expires_at(), claims.issued_at())
-            })
+            target
+                .as_ref()
+                .and_then(secret::recorded_times)
+                .or_else(|| session.times_of(t))
+                .or_else(|| {
+                    let claims = decode_claims(t).ok()?;
+                    TokenTimes::from_claims(claims.expires_at(), claims.issued_at())
+                })
         });
         let mut token_present = current_token.is_some();
+        self.deadline = times
+            .filter(|t| t.is_valid_at(now))
+            .map_or(now, |t| t.expires_at);
+        self.state.expires_at = times.map(|t| t.expires_at);
 
         // Decide and act.
         let request = obj
@@ -444,7 +634,7 @@ impl<'a> Reconcile<'a> {
         let mut decision = None;
         let mut exchange = None;
         if hard_blocker.is_none() && !spec.suspended {
-            let inputs = self.inputs(&obj, &mut refs).await?;
+            let inputs = self.inputs(&obj).await?;
             let fingerprint = inputs
                 .as_ref()
                 .ok()
@@ -464,67 +654,87 @@ impl<'a> Reconcile<'a> {
                 seed: schedule::jitter_seed(&uid),
                 manual_request,
                 retry_at,
+                refresh_outcome_unknown: self.state.refresh_outcome_unknown,
             };
             let decided = situation.decide();
             decision = Some(decided);
-            if let Decision::Call(call) = decided {
-                tracing::debug!(?call, "calling the Gebeta API");
-                let result = self
-                    .exchange(
-                        &obj,
-                        call,
-                        inputs.as_ref().ok(),
-                        fingerprint,
-                        &session,
-                        &mut refresh,
-                        target.as_ref(),
+            let unwritten = self
+                .state
+                .unwritten
+                .take()
+                .filter(|u| u.token.as_ref().is_none_or(|(_, t)| t.is_valid_at(now)));
+            let result = match (unwritten, decided) {
+                (Some(u), _) => {
+                    // Answered before but not stored: store it, call nothing.
+                    self.work().await;
+                    self.store(&obj, u, &mut refresh, target.as_ref())
+                        .await?
+                        .map(Exchange::Issued)
+                }
+                (None, Decision::Call(call)) => {
+                    tracing::debug!(?call, "calling the Gebeta API");
+                    self.work().await;
+                    Some(
+                        self.exchange(
+                            &obj,
+                            call,
+                            inputs.as_ref().ok(),
+                            fingerprint,
+                            &session,
+                            &mut refresh,
+                            target.as_ref(),
+                        )
+                        .await?,
                     )
-                    .await?;
-                match &result {
-                    Exchange::Issued(new_times) => {
-                        tracing::info!(
-                            expires_at = %new_times.expires_at,
-                            "wrote a new access token"
-                        );
-                        self.state.failures = 0;
-                        self.state.retry_at = None;
-                        self.state.retry_key = None;
-                        times = Some(*new_times);
-                        token_present = true;
-                        if !spec.rollout_restart_targets.is_empty() {
-                            self.state.pending_restart =
-                                Some(conditions::format_time(new_times.issued_at));
-                        }
-                    }
-                    Exchange::Failed {
-                        problem,
-                        retry_after,
-                    } => {
-                        ctx.metrics.refresh_failed(problem.reason);
-                        self.state.failures = self.state.failures.saturating_add(1);
-                        let remaining = times
-                            .filter(|t| t.is_valid_at(now))
-                            .map(|t| t.remaining(now));
-                        let delay = schedule::retry_delay(
-                            self.state.failures,
-                            *retry_after,
-                            remaining,
-                            rand::random::<f64>(),
-                        );
-                        tracing::warn!(
-                            reason = problem.reason,
-                            error = %problem.message,
-                            retry_in = ?delay,
-                            "access token exchange failed"
-                        );
-                        self.state.retry_at = now
-                            .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
-                            .ok();
-                        self.state.retry_key = Some(retry_key);
+                }
+                (None, _) => None,
+            };
+            match &result {
+                Some(Exchange::Issued(new_times)) => {
+                    tracing::info!(
+                        expires_at = %new_times.expires_at,
+                        "wrote a new access token"
+                    );
+                    self.state.failures = 0;
+                    self.state.retry_at = None;
+                    self.state.retry_key = None;
+                    self.state.expires_at = Some(new_times.expires_at);
+                    times = Some(*new_times);
+                    token_present = true;
+                    if !spec.rollout_restart_targets.is_empty() {
+                        self.state.pending_restart =
+                            Some(conditions::format_time(new_times.issued_at));
                     }
                 }
-                exchange = Some(result);
+                Some(Exchange::Failed {
+                    problem,
+                    retry_after,
+                }) => {
+                    ctx.metrics.refresh_failed(problem.reason);
+                    self.state.failures = self.state.failures.saturating_add(1);
+                    let remaining = times
+                        .filter(|t| t.is_valid_at(now))
+                        .map(|t| t.remaining(now));
+                    let delay = schedule::retry_delay(
+                        self.state.failures,
+                        *retry_after,
+                        remaining,
+                        rand::random::<f64>(),
+                    );
+                    tracing::warn!(
+                        reason = problem.reason,
+                        error = %problem.message,
+                        retry_in = ?delay,
+                        "access token exchange failed"
+                    );
+                    self.state.retry_at = now
+                        .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
+                        .ok();
+                    self.state.retry_key = Some(retry_key);
+                }
+                None => {}
             }
+            exchange = result;
             input_problem = inputs.err();
         }
         if let Some(t) = times {
@@ -542,7 +752,7 @@ impl<'a> Reconcile<'a> {
             && t.is_valid_at(now)
         {
             let mut current = target.clone();
-            let desired = secret::target_secret(&obj, token, t.expires_at);
+            let desired = secret::target_secret(&obj, token, &t);
             self.apply_secret(desired, &mut current).await?;
         }
 
@@ -552,7 +762,6 @@ impl<'a> Reconcile<'a> {
         } else {
             Vec::new()
         };
-
         // Status.
         let failure = match &exchange {
             Some(Exchange::Issued(_)) => None,
@@ -618,7 +827,7 @@ impl<'a> Reconcile<'a> {
             &conditions::now_rfc3339(),
         );
         if status != prev {
-            self.write_status(&status).await?;
+            self.write_status(obj.resource_version(), &status).await?;
         }
 
         // Events, on transitions only.
@@ -667,6 +876,25 @@ impl<'a> Reconcile<'a> {
             )
             .await;
         }
+        if let Some((live, wanted)) = self.type_kept.take()
+            && !self.state.type_change_reported
+        {
+            self.state.type_change_reported = true;
+            let note = format!(
+                "secretTemplate.type is {wanted} but Secret {} is of type {live}, and Secret \
+                 types cannot change: the operator keeps writing it as {live}; delete the \
+                 Secret to have it recreated as {wanted}",
+                spec.secret_name
+            );
+            ctx.event(
+                &object_ref,
+                EventType::Warning,
+                reason::SECRET_TYPE_IMMUTABLE,
+                "Refresh",
+                note,
+            )
+            .await;
+        }
         for target in restart_missing {
             let note = format!("rollout-restart target {target} not found");
             ctx.event(
@@ -703,27 +931,42 @@ impl<'a> Reconcile<'a> {
         Ok(Action::requeue(after.max(Duration::from_millis(50))))
     }
 
-    /// Both input tokens, or the first problem with them. Names are indexed before reading.
+    /// Both input tokens, or the first problem with them: reused from the last read while no
+    /// watch event touched an input (see [`index`]), else read with every name indexed first.
     async fn inputs(
-        &self,
+        &mut self,
         obj: &GebetaAccessToken,
-        refs: &mut Refs,
     ) -> Result<Result<(Token, Token), Problem>, Error> {
-        let client = match self
-            .input(&obj.spec.client_token, "client token", refs)
+        let epoch = self.shared.index.epoch(&self.ns, &self.name);
+        let generation = obj.metadata.generation;
+        if let Some(cached) = &self.state.inputs
+            && cached.epoch == epoch
+            && cached.generation == generation
+        {
+            return Ok(cached.value.clone());
+        }
+        let mut refs = Refs::of_spec(obj);
+        self.shared.index.set(&self.ns, &self.name, refs.clone());
+        let value = match self
+            .input(&obj.spec.client_token, "client token", &mut refs)
             .await?
         {
-            Ok(t) => t,
-            Err(p) => return Ok(Err(p)),
+            Ok(client) => match self
+                .input(&obj.spec.server_token, "server token", &mut refs)
+                .await?
+            {
+                Ok(server) => Ok((client, server)),
+                Err(p) => Err(p),
+            },
+            Err(p) => Err(p),
         };
-        let server = match self
-            .input(&obj.spec.server_token, "server token", refs)
-            .await?
-        {
-            Ok(t) => t,
-            Err(p) => return Ok(Err(p)),
-        };
-        Ok(Ok((client, server)))
+        self.state.inputs = Some(CachedInputs {
+            epoch,
+            generation,
+            refs,
+            value: value.clone(),
+        });
+        Ok(value)
     }
 
     async fn input(
@@ -762,9 +1005,7 @@ impl<'a> Reconcile<'a> {
             )));
         };
         let not_ready = |why: String| Ok(Err(Problem::new(reason::SOURCE_NOT_READY, why)));
-        let accounts: Api<GebetaServiceAccount> =
-            Api::namespaced(self.ctx().kube.clone(), &self.ns);
-        let Some(gsa) = accounts.get_opt(&account.name).await? else {
+        let Some(gsa) = self.shared.account(&self.ns, &account.name) else {
             return not_ready(format!(
                 "GebetaServiceAccount {} ({which}) not found",
                 account.name
@@ -800,10 +1041,10 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Calls the API and writes what it answered: the refresh Secret first, then the token.
+    /// Calls the API and stores what it answered (see [`Self::store`]).
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
-        &self,
+        &mut self,
         obj: &GebetaAccessToken,
         call: Call,
         inputs: Option<&(Token, Token)>,
@@ -812,7 +1053,8 @@ impl<'a> Reconcile<'a> {
         refresh: &mut Option<Secret>,
         target: Option<&Secret>,
     ) -> Result<Exchange, Error> {
-        let gebeta = &self.ctx().gebeta;
+        let ctx = self.shared.ctx.clone();
+        let gebeta = &ctx.gebeta;
         let failed = |call: Call, e: gebeta::Error| {
             let reason = if e.is_unauthorized()
                 || (call == Call::Auth && matches!(e, gebeta::Error::Validation { .. }))
@@ -869,7 +1111,12 @@ impl<'a> Reconcile<'a> {
                         }
                     }
                 }
-                Err(e) => return Ok(failed(Call::Refresh, e)),
+                Err(e) => {
+                    // Without an answer we cannot tell whether the server rotated the refresh
+                    // token: the next attempt authenticates rather than risk a refusal.
+                    self.state.refresh_outcome_unknown |= outcome_unknown(&e);
+                    return Ok(failed(Call::Refresh, e));
+                }
             },
             _ => {
                 let Some((client, server)) = inputs else {
@@ -892,62 +1139,83 @@ impl<'a> Reconcile<'a> {
                 }
             }
         };
-        let received = Timestamp::now();
-        let token = pair.access_token.expose();
-        let validated = validate(token, received, self.ctx().settings.default_token_lifetime);
-        if let Ok(times) = &validated {
-            next.access = Some((secret::token_digest(token), *times));
-        }
-        // A rotated refresh token is stored before anything uses the new access token, and
-        // even when that token is unusable.
-        if next.refresh_token.is_some() || refresh.is_some() {
-            self.apply_secret(secret::refresh_secret(obj, &next), refresh)
-                .await?;
-        }
-        match validated {
-            Ok(times) => {
-                let mut current = target.cloned();
-                self.apply_secret(
-                    secret::target_secret(obj, token, times.expires_at),
-                    &mut current,
-                )
-                .await?;
-                Ok(Exchange::Issued(times))
-            }
-            Err(problem) => Ok(Exchange::Failed {
+        self.state.refresh_outcome_unknown = false;
+        let settings = &ctx.settings;
+        let validated = validate(
+            pair.access_token.expose(),
+            Timestamp::now(),
+            settings.default_token_lifetime,
+            settings.max_token_lifetime,
+        );
+        let answer = Unwritten {
+            session: next,
+            token: validated
+                .as_ref()
+                .ok()
+                .map(|t| (pair.access_token.clone(), *t)),
+        };
+        // A rotated refresh token is stored even when the access token is unusable.
+        let stored = self.store(obj, answer, refresh, target).await?;
+        Ok(match (stored, validated) {
+            (Some(times), _) | (None, Ok(times)) => Exchange::Issued(times),
+            (None, Err(problem)) => Exchange::Failed {
                 problem,
                 retry_after: None,
-            }),
-        }
+            },
+        })
     }
 
-    /// Server-side applies `desired` unless `current` already matches it; a type change
-    /// (immutable) deletes the Secret first. `current` is updated to what was written.
+    /// Stores an answer: the refresh Secret first (a rotated refresh token must survive a
+    /// crash), then the access token. Until both writes succeed the answer is kept in memory,
+    /// and the next attempt writes it instead of calling the API again. Returns the times of
+    /// the token written, if any.
+    async fn store(
+        &mut self,
+        obj: &GebetaAccessToken,
+        answer: Unwritten,
+        refresh: &mut Option<Secret>,
+        target: Option<&Secret>,
+    ) -> Result<Option<TokenTimes>, Error> {
+        self.state.unwritten = Some(answer.clone());
+        if answer.session.refresh_token.is_some() || refresh.is_some() {
+            self.apply_secret(secret::refresh_secret(obj, &answer.session), refresh)
+                .await?;
+        }
+        if let Some((token, times)) = &answer.token {
+            let mut current = target.cloned();
+            self.apply_secret(
+                secret::target_secret(obj, token.expose(), times),
+                &mut current,
+            )
+            .await?;
+        }
+        self.state.unwritten = None;
+        Ok(answer.token.map(|(_, times)| times))
+    }
+
+    /// Server-side applies `desired` unless `current` already matches it. `current` is updated
+    /// to what was written. A Secret's type is immutable: a template asking for another type
+    /// keeps the live one (deleting the Secret to recreate it would leave workloads without a
+    /// token), and the object reports it.
     async fn apply_secret(
-        &self,
-        desired: Secret,
+        &mut self,
+        mut desired: Secret,
         current: &mut Option<Secret>,
     ) -> Result<(), Error> {
         let name = desired.name_any();
         if let Some(cur) = current.as_ref() {
+            if secret::type_differs(cur, &desired) {
+                self.type_kept = Some((
+                    cur.type_.clone().unwrap_or_else(|| "Opaque".into()),
+                    desired.type_.clone().unwrap_or_else(|| "Opaque".into()),
+                ));
+                desired.type_ = cur.type_.clone();
+            }
             if !secret::needs_apply(cur, &desired) {
                 return Ok(());
             }
-            if secret::type_differs(cur, &desired) {
-                let dp = DeleteParams {
-                    preconditions: cur.uid().map(|uid| kube::api::Preconditions {
-                        uid: Some(uid),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match self.secrets.delete(&name, &dp).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
         }
+        self.work().await;
         let written = self
             .secrets
             .patch(
@@ -956,16 +1224,29 @@ impl<'a> Reconcile<'a> {
                 &Patch::Apply(&desired),
             )
             .await?;
+        self.state.written.insert(
+            name,
+            Written {
+                before: current.as_ref().and_then(|c| c.resource_version()),
+                after: written.resource_version(),
+                at: std::time::Instant::now(),
+            },
+        );
         *current = Some(written);
         Ok(())
     }
 
-    async fn write_status(&mut self, status: &GebetaAccessTokenStatus) -> Result<(), Error> {
+    async fn write_status(
+        &mut self,
+        before: Option<String>,
+        status: &GebetaAccessTokenStatus,
+    ) -> Result<(), Error> {
         let patch = serde_json::json!({
             "apiVersion": GebetaAccessToken::api_version(&()),
             "kind": GebetaAccessToken::kind(&()),
             "status": status,
         });
+        self.work().await;
         let written = self
             .api
             .patch_status(
@@ -974,8 +1255,51 @@ impl<'a> Reconcile<'a> {
                 &Patch::Apply(&patch),
             )
             .await?;
-        self.state.known_rv = written.resource_version();
+        self.ctx().own_writes.record_over(
+            &self.uid,
+            before.as_deref(),
+            written.resource_version().as_deref(),
+        );
         Ok(())
+    }
+
+    /// After a failed Kubernetes write of an answer: says so in status and an event (best
+    /// effort: the API server may be what failed). The answer itself waits in memory.
+    async fn report_write_failure(&mut self, obj: &GebetaAccessToken, err: &Error) {
+        let prev = obj.status.clone().unwrap_or_default();
+        if prev.last_failure_reason.as_deref() == Some(reason::SECRET_WRITE_FAILED) {
+            return;
+        }
+        let message = format!(
+            "the Gebeta API answered but storing the answer failed ({err}); it is written at \
+             the next attempt, without a new call"
+        );
+        let patch = Patch::Merge(serde_json::json!({
+            "status": {
+                "lastFailureReason": reason::SECRET_WRITE_FAILED,
+                "lastFailureMessage": message,
+            }
+        }));
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        if let Ok(written) = self.api.patch_status(&self.name, &params, &patch).await {
+            self.ctx().own_writes.record_over(
+                &self.uid,
+                obj.resource_version().as_deref(),
+                written.resource_version().as_deref(),
+            );
+        }
+        self.ctx()
+            .event(
+                &obj.object_ref(&()),
+                EventType::Warning,
+                reason::SECRET_WRITE_FAILED,
+                "Refresh",
+                message,
+            )
+            .await;
     }
 
     /// Sets the pending `restartedAt` value on every target's pod template. Returns the
@@ -984,6 +1308,7 @@ impl<'a> Reconcile<'a> {
         let Some(value) = self.state.pending_restart.clone() else {
             return Vec::new();
         };
+        self.work().await;
         let client = self.ctx().kube.clone();
         let patch = Patch::Merge(serde_json::json!({
             "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}}
@@ -1052,6 +1377,14 @@ fn is_hard(p: &Problem) -> bool {
 /// Spec problems the schema cannot catch.
 fn check_spec(obj: &GebetaAccessToken, keys: &Keys, refresh_name: &str) -> Option<Problem> {
     let problem = |m: String| Some(Problem::new(reason::INVALID_SPEC, m));
+    // Admission refuses these too; objects admitted before the rules existed get here.
+    if let Some(template) = &obj.spec.secret_template {
+        let problems = template.problems();
+        if !problems.is_empty() {
+            return problem(problems.join("; "));
+        }
+    }
+    // Also with default key names, which the template does not spell out.
     if keys.token == keys.expires_at {
         return problem(format!(
             "secretTemplate.tokenKey and expiresAtKey are both {:?}",
@@ -1071,12 +1404,22 @@ fn check_spec(obj: &GebetaAccessToken, keys: &Keys, refresh_name: &str) -> Optio
     None
 }
 
+/// Whether a failed call may have been carried out by the server (no answer reached us).
+fn outcome_unknown(e: &gebeta::Error) -> bool {
+    matches!(
+        e,
+        gebeta::Error::Timeout { .. } | gebeta::Error::Transport { connect: false, .. }
+    )
+}
+
 /// Checks an access token from the API before it is written: a JWT with an expiry in the
-/// future (or no expiry: the default lifetime). Messages never contain the token.
+/// future (or no expiry: the default lifetime; an expiry more than `max_lifetime` away is not
+/// believed either). Messages never contain the token.
 pub fn validate(
     token: &str,
     received: Timestamp,
     default_lifetime: Duration,
+    max_lifetime: Duration,
 ) -> Result<TokenTimes, Problem> {
     let invalid = |m: String| Problem::new(reason::INVALID_TOKEN_FROM_UPSTREAM, m);
     if token.trim().is_empty() {
@@ -1087,13 +1430,25 @@ pub fn validate(
             "the API answered an access token that is unusable: {e}"
         ))
     })?;
-    TokenTimes::received(
-        claims.expires_at(),
-        claims.issued_at(),
-        received,
-        default_lifetime,
-    )
-    .ok_or_else(|| invalid("the API answered an access token that is already expired".into()))
+    let believable = |exp: &Timestamp| {
+        let from = claims.issued_at().unwrap_or(received).min(received);
+        SignedDuration::try_from(max_lifetime)
+            .ok()
+            .and_then(|max| from.checked_add(max).ok())
+            .is_some_and(|latest| *exp <= latest)
+    };
+    let exp = claims.expires_at();
+    if exp.is_some_and(|e| !believable(&e)) {
+        tracing::warn!(
+            max_lifetime = ?max_lifetime,
+            "the API answered an access token valid for longer than the longest lifetime \
+             believed; planning with the default lifetime"
+        );
+        return TokenTimes::received(None, None, received, default_lifetime)
+            .ok_or_else(|| invalid("the default token lifetime is zero".into()));
+    }
+    TokenTimes::received(exp, claims.issued_at(), received, default_lifetime)
+        .ok_or_else(|| invalid("the API answered an access token that is already expired".into()))
 }
 
 #[cfg(test)]
@@ -1109,14 +1464,103 @@ mod tests {
         )
     }
 
+    fn gat(template: Option<crate::crd::access_token::SecretTemplate>) -> GebetaAccessToken {
+        let source = TokenSource {
+            service_account_ref: None,
+            secret_key_ref: Some(crate::crd::SecretKeySelector {
+                name: "in".into(),
+                key: "k".into(),
+            }),
+        };
+        GebetaAccessToken::new(
+            "maps",
+            crate::crd::GebetaAccessTokenSpec {
+                client_token: source.clone(),
+                server_token: source,
+                secret_name: "maps-token".into(),
+                secret_template: template,
+                refresh_before: None,
+                rollout_restart_targets: vec![],
+                suspended: false,
+            },
+        )
+    }
+
+    #[test]
+    fn templates_admitted_before_the_rules_are_refused_in_the_reconcile() {
+        use crate::crd::access_token::SecretTemplate;
+        let check = |template: SecretTemplate| {
+            let obj = gat(Some(template));
+            check_spec(&obj, &Keys::of(&obj), "maps-gebeta-refresh")
+        };
+        let p = check(SecretTemplate {
+            type_: Some("kubernetes.io/service-account-token".into()),
+            ..Default::default()
+        })
+        .expect("a service-account token type is refused");
+        assert_eq!(p.reason, reason::INVALID_SPEC);
+        assert!(
+            p.message.contains("kubernetes.io/service-account-token"),
+            "{}",
+            p.message
+        );
+        let p = check(SecretTemplate {
+            annotations: [("gebeta.app/account-id".to_string(), "x".to_string())].into(),
+            ..Default::default()
+        })
+        .expect("the operator's own annotations are refused");
+        assert!(p.message.contains("gebeta.app/account-id"), "{}", p.message);
+        assert_eq!(
+            check(SecretTemplate {
+                type_: Some("example.com/gebeta-token".into()),
+                labels: [("team".to_string(), "maps".to_string())].into(),
+                ..Default::default()
+            }),
+            None
+        );
+        // Equal keys through a default name.
+        let p = check(SecretTemplate {
+            token_key: Some("expiresAt".into()),
+            ..Default::default()
+        })
+        .expect("tokenKey equal to the default expiresAtKey");
+        assert_eq!(p.reason, reason::INVALID_SPEC);
+    }
+
     #[test]
     fn validates_tokens_from_the_api() {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let hour = Duration::from_secs(3600);
-        let ok = validate(&jwt(r#"{"iat":1800000000,"exp":1800000060}"#), now, hour).unwrap();
+        let month = Duration::from_secs(30 * 24 * 3600);
+        let ok = validate(
+            &jwt(r#"{"iat":1800000000,"exp":1800000060}"#),
+            now,
+            hour,
+            month,
+        )
+        .unwrap();
         assert_eq!(ok.lifetime(), Duration::from_secs(60));
-        let no_exp = validate(&jwt(r#"{"sub":"x"}"#), now, hour).unwrap();
+        let no_exp = validate(&jwt(r#"{"sub":"x"}"#), now, hour, month).unwrap();
         assert_eq!(no_exp.lifetime(), hour);
+        // Valid for ten years: not believed, planned as a token without `exp`.
+        let decade = validate(
+            &jwt(r#"{"iat":1800000000,"exp":2115360000}"#),
+            now,
+            hour,
+            month,
+        )
+        .unwrap();
+        assert_eq!(decade.lifetime(), hour);
+        assert_eq!(decade.issued_at, now);
+        // Just within the limit: believed.
+        let long = validate(
+            &jwt(r#"{"iat":1800000000,"exp":1802592000}"#),
+            now,
+            hour,
+            month,
+        )
+        .unwrap();
+        assert_eq!(long.lifetime(), month);
         for (token, what) in [
             ("", "empty"),
             ("not-a-jwt-secret-value", "unusable"),
@@ -1125,7 +1569,7 @@ mod tests {
                 "already expired",
             ),
         ] {
-            let p = validate(token, now, hour).unwrap_err();
+            let p = validate(token, now, hour, month).unwrap_err();
             assert_eq!(p.reason, reason::INVALID_TOKEN_FROM_UPSTREAM);
             assert!(p.message.contains(what), "{}", p.message);
             assert!(!p.message.contains("secret-value"), "{}", p.message);

@@ -46,7 +46,10 @@ pub struct Settings {
     pub resync_interval: Duration,
     /// Lifetime assumed for an access token whose JWT carries no `exp` ([assumed]).
     pub default_token_lifetime: Duration,
-    /// Reconciles run at once, per controller.
+    /// Longest access-token lifetime believed; a longer one is planned with the default.
+    pub max_token_lifetime: Duration,
+    /// Work done at once, per controller (for access tokens: calls and writes, earliest
+    /// expiry first; see `access_token::gate`).
     pub max_concurrent_reconciles: u16,
     /// Identity of this replica in events (the pod name).
     pub instance: String,
@@ -58,6 +61,7 @@ impl Default for Settings {
             default_user_token: None,
             resync_interval: Duration::from_secs(600),
             default_token_lifetime: Duration::from_secs(3600),
+            max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
             max_concurrent_reconciles: 16,
             instance: "gebeta-operator".into(),
         }

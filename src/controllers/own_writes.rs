@@ -22,19 +22,33 @@ pub struct OwnWrites {
 impl OwnWrites {
     /// Notes that a write of ours left the object at `resource_version`.
     pub fn record(&self, uid: &str, resource_version: Option<&str>) {
+        self.record_over(uid, None, resource_version);
+    }
+
+    /// Notes that a write of ours, made from a copy at `written_over`, left the object at
+    /// `resource_version`: the copy it was made from is older than the write, so it is stale
+    /// too.
+    pub fn record_over(
+        &self,
+        uid: &str,
+        written_over: Option<&str>,
+        resource_version: Option<&str>,
+    ) {
         let (Some(rv), false) = (resource_version, uid.is_empty()) else {
             return;
         };
         let mut by_uid = self.by_uid.lock().expect("not poisoned");
         let versions = by_uid.entry(uid.to_string()).or_default();
-        if versions.back().is_some_and(|last| last == rv) {
-            // A write that changed nothing leaves the version as it was.
-            return;
+        for v in written_over.into_iter().chain([rv]) {
+            if versions.back().is_some_and(|last| last == v) {
+                // A write that changed nothing leaves the version as it was.
+                continue;
+            }
+            if versions.len() == REMEMBERED {
+                versions.pop_front();
+            }
+            versions.push_back(v.to_string());
         }
-        if versions.len() == REMEMBERED {
-            versions.pop_front();
-        }
-        versions.push_back(rv.to_string());
     }
 
     /// True when `resource_version` is one of our writes that a later write of ours replaced:
@@ -78,6 +92,17 @@ mod tests {
         assert!(!writes.is_superseded("u", None));
         writes.forget("u");
         assert!(!writes.is_superseded("u", Some("10")));
+    }
+
+    #[test]
+    fn the_copy_a_write_was_made_from_is_stale() {
+        let writes = OwnWrites::default();
+        writes.record_over("u", Some("7"), Some("9"));
+        assert!(writes.is_superseded("u", Some("7")));
+        assert!(!writes.is_superseded("u", Some("9")));
+        // A no-op write from the current copy changes nothing.
+        writes.record_over("u", Some("9"), Some("9"));
+        assert!(!writes.is_superseded("u", Some("9")));
     }
 
     #[test]

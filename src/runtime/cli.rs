@@ -87,8 +87,14 @@ pub struct ControllerArgs {
     /// such as `1h`).
     #[arg(long = "default-token-lifetime", env = "GEBETA_DEFAULT_TOKEN_LIFETIME", default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
     pub default_token_lifetime: Duration,
-    /// Reconciles run at once per controller (each controller has its own pool); Gebeta calls
-    /// are bounded separately by `--gebeta-max-in-flight`.
+    /// Longest access-token lifetime believed: a JWT whose `exp` lies further ahead is planned
+    /// with `--default-token-lifetime` instead (a token valid for years is a mistake upstream,
+    /// and trusting it would mean never refreshing).
+    #[arg(long = "max-token-lifetime", env = "GEBETA_MAX_TOKEN_LIFETIME", default_value = "720h", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_token_lifetime: Duration,
+    /// Work done at once per controller: service-account reconciles; access-token Gebeta calls
+    /// and writes, served earliest token expiry first. Gebeta calls are bounded separately
+    /// by `--gebeta-max-in-flight`.
     #[arg(long = "max-concurrent-reconciles", env = "GEBETA_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_concurrent_reconciles: u16,
     /// Identity of this replica in events and in the leader Lease (the pod name); a

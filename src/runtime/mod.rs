@@ -135,6 +135,7 @@ impl Operator {
             default_user_token: args.user_token_location(),
             resync_interval: args.controllers.resync_interval,
             default_token_lifetime: args.controllers.default_token_lifetime,
+            max_token_lifetime: args.controllers.max_token_lifetime,
             max_concurrent_reconciles: args.controllers.max_concurrent_reconciles,
             instance: instance.clone(),
         };

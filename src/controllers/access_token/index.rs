@@ -6,6 +6,10 @@
 //! reconcile, which records everything the object depends on before reading it (including the
 //! token Secret a referenced service account names) with [`RefIndex::set`]. Recording before
 //! reading means a change that lands after the read always finds the entry.
+//!
+//! Each object also has an *input epoch*, bumped whenever a watch event maps to it through
+//! the index: a reconcile that read its inputs at epoch `e` may reuse them while the epoch is
+//! still `e`, so a refresh reads no input Secret from the API server.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -50,10 +54,17 @@ struct Inner {
     refs: HashMap<Key, Refs>,
 }
 
+/// Input epochs, apart from the index so that the mappers' bumps do not take its write lock.
+#[derive(Default)]
+struct Epochs {
+    by_object: HashMap<Key, u64>,
+}
+
 /// Reverse index from Secrets and service accounts to the objects that use them.
 #[derive(Default)]
 pub struct RefIndex {
     inner: RwLock<Inner>,
+    epochs: std::sync::Mutex<Epochs>,
 }
 
 fn key(ns: &str, name: &str) -> Key {
@@ -138,16 +149,56 @@ impl RefIndex {
     /// Forgets object `ns/name` (deleted).
     pub fn remove(&self, ns: &str, name: &str) {
         self.write().unlink(ns, name);
+        self.epochs().by_object.remove(&key(ns, name));
     }
 
-    /// Objects that depend on Secret `ns/secret`.
-    pub fn for_secret(&self, ns: &str, secret: &str) -> Vec<ObjectRef<GebetaAccessToken>> {
-        Self::refs(&self.read().by_secret, ns, secret)
+    fn epochs(&self) -> std::sync::MutexGuard<'_, Epochs> {
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Objects that depend on service account `ns/account`.
+    /// The input epoch of object `ns/name`.
+    pub fn epoch(&self, ns: &str, name: &str) -> u64 {
+        self.epochs()
+            .by_object
+            .get(&key(ns, name))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Objects that depend on Secret `ns/secret`. Their input epochs move on, except that of
+    /// `owner`, the object the Secret belongs to (its own writes change none of its inputs).
+    pub fn for_secret(
+        &self,
+        ns: &str,
+        secret: &str,
+        owner: Option<&str>,
+    ) -> Vec<ObjectRef<GebetaAccessToken>> {
+        let objects = Self::refs(&self.read().by_secret, ns, secret);
+        let (own, inputs_of): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .partition(|o| Some(o.name.as_str()) == owner);
+        let mut objects = self.bump(inputs_of);
+        objects.extend(own);
+        objects
+    }
+
+    /// Objects that depend on service account `ns/account` (their input epochs move on).
     pub fn for_account(&self, ns: &str, account: &str) -> Vec<ObjectRef<GebetaAccessToken>> {
-        Self::refs(&self.read().by_account, ns, account)
+        self.bump(Self::refs(&self.read().by_account, ns, account))
+    }
+
+    fn bump(
+        &self,
+        objects: Vec<ObjectRef<GebetaAccessToken>>,
+    ) -> Vec<ObjectRef<GebetaAccessToken>> {
+        if !objects.is_empty() {
+            let mut epochs = self.epochs();
+            for o in &objects {
+                let ns = o.namespace.as_deref().unwrap_or_default();
+                *epochs.by_object.entry(key(ns, &o.name)).or_default() += 1;
+            }
+        }
+        objects
     }
 
     fn refs(
@@ -220,16 +271,21 @@ mod tests {
         let index = RefIndex::default();
         index.add_spec_refs(&gat("a", "shared", "gsa-1"));
         index.add_spec_refs(&gat("b", "shared", "gsa-2"));
-        assert_eq!(names(index.for_secret("ns", "shared")), set(&["a", "b"]));
-        assert_eq!(names(index.for_secret("ns", "a-out")), set(&["a"]));
+        assert_eq!(
+            names(index.for_secret("ns", "shared", None)),
+            set(&["a", "b"])
+        );
+        assert_eq!(names(index.for_secret("ns", "a-out", None)), set(&["a"]));
         assert_eq!(names(index.for_account("ns", "gsa-2")), set(&["b"]));
         assert!(
-            index.for_secret("other-ns", "shared").is_empty(),
+            index.for_secret("other-ns", "shared", None).is_empty(),
             "namespaced"
         );
-        assert!(index.for_secret("ns", "unrelated").is_empty());
+        assert!(index.for_secret("ns", "unrelated", None).is_empty());
         assert_eq!(
-            index.for_secret("ns", "shared")[0].namespace.as_deref(),
+            index.for_secret("ns", "shared", None)[0]
+                .namespace
+                .as_deref(),
             Some("ns")
         );
     }
@@ -244,16 +300,42 @@ mod tests {
         index.set("ns", "a", refs);
         // A late spec seeding keeps it.
         index.add_spec_refs(&obj);
-        assert_eq!(names(index.for_secret("ns", "gsa-1-token")), set(&["a"]));
+        assert_eq!(
+            names(index.for_secret("ns", "gsa-1-token", None)),
+            set(&["a"])
+        );
         // The spec changed: the old input is forgotten.
         let changed = gat("a", "client-v2", "gsa-1");
         index.set("ns", "a", Refs::of_spec(&changed));
-        assert!(index.for_secret("ns", "client").is_empty());
-        assert!(index.for_secret("ns", "gsa-1-token").is_empty());
-        assert_eq!(names(index.for_secret("ns", "client-v2")), set(&["a"]));
+        assert!(index.for_secret("ns", "client", None).is_empty());
+        assert!(index.for_secret("ns", "gsa-1-token", None).is_empty());
+        assert_eq!(
+            names(index.for_secret("ns", "client-v2", None)),
+            set(&["a"])
+        );
         index.remove("ns", "a");
-        assert!(index.for_secret("ns", "client-v2").is_empty());
+        assert!(index.for_secret("ns", "client-v2", None).is_empty());
         assert!(index.for_account("ns", "gsa-1").is_empty());
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn input_events_move_the_epoch_on_but_own_secrets_do_not() {
+        let index = RefIndex::default();
+        index.add_spec_refs(&gat("a", "shared", "gsa-1"));
+        index.add_spec_refs(&gat("b", "shared", "gsa-1"));
+        assert_eq!(index.epoch("ns", "a"), 0);
+        index.for_secret("ns", "shared", None);
+        assert_eq!((index.epoch("ns", "a"), index.epoch("ns", "b")), (1, 1));
+        // a's own target Secret wakes a, but is not one of its inputs.
+        assert_eq!(
+            names(index.for_secret("ns", "a-out", Some("a"))),
+            set(&["a"])
+        );
+        assert_eq!(index.epoch("ns", "a"), 1);
+        index.for_account("ns", "gsa-1");
+        assert_eq!((index.epoch("ns", "a"), index.epoch("ns", "b")), (2, 2));
+        index.remove("ns", "a");
+        assert_eq!(index.epoch("ns", "a"), 0);
     }
 }

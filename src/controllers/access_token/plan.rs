@@ -25,6 +25,11 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// No token yet and nothing has failed (only seen between two reconciles).
     pub const PENDING: &str = "Pending";
+    /// The API answered but a Kubernetes write of the answer failed (kept in memory and
+    /// written at the next attempt, without a new call).
+    pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+    /// The template asks for another Secret type than the live Secret's (event only).
+    pub const SECRET_TYPE_IMMUTABLE: &str = "SecretTypeImmutable";
 
     /// Reasons of failed Gebeta calls: remembered in `status.lastFailureReason` until a call
     /// succeeds. Every other failure is recomputed on each reconcile.
@@ -71,6 +76,10 @@ pub struct Situation<'a> {
     pub manual_request: bool,
     /// A failed attempt asked to wait until then.
     pub retry_at: Option<Timestamp>,
+    /// The last refresh may have reached the server without its answer reaching us (a
+    /// timeout): if refresh tokens rotate, the stored one is already dead, so the next call
+    /// authenticates instead of spending a call on a refusal.
+    pub refresh_outcome_unknown: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,11 +126,12 @@ impl Situation<'_> {
         if let Some(until) = self.retry_at.filter(|u| *u > self.now) {
             return Decision::BackOff { until };
         }
-        if self.inputs_changed() {
+        let can_auth = self.fingerprint.is_some();
+        if self.inputs_changed() || (can_auth && self.refresh_outcome_unknown) {
             Decision::Call(Call::Auth)
         } else if self.has_session {
             Decision::Call(Call::Refresh)
-        } else if self.fingerprint.is_some() {
+        } else if can_auth {
             Decision::Call(Call::Auth)
         } else {
             Decision::Blocked
@@ -248,7 +258,29 @@ mod tests {
             seed: 0,
             manual_request: false,
             retry_at: None,
+            refresh_outcome_unknown: false,
         }
+    }
+
+    #[test]
+    fn a_refresh_that_may_have_rotated_the_token_is_followed_by_an_auth() {
+        let s = Situation {
+            refresh_outcome_unknown: true,
+            ..healthy(T0 + 2000)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Auth));
+        // Without usable inputs the stored refresh token is the only way left.
+        let s = Situation {
+            fingerprint: None,
+            ..s
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+        // Not due: nothing, whatever happened before.
+        let s = Situation {
+            refresh_outcome_unknown: true,
+            ..healthy(T0 + 10)
+        };
+        assert!(matches!(s.decide(), Decision::Wait { .. }));
     }
 
     #[test]

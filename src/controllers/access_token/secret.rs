@@ -3,13 +3,15 @@
 //!
 //! - the **target Secret** (`spec.secretName`), which workloads mount: `<tokenKey>` = the access
 //!   token and `<expiresAtKey>` = its expiry (RFC 3339), plus the template's type, labels and
-//!   annotations;
+//!   annotations, and the token's effective times (see `schedule.rs`) in the annotations
+//!   `gebeta.app/token-issued-at` and `gebeta.app/token-expires-at`: written in the same
+//!   request as the token they describe, so they can never describe another one;
 //! - the **refresh Secret** (`<name>-gebeta-refresh`), which only the operator reads:
-//!   `refreshToken`, `sourceFingerprint` (SHA-256 of the client and server tokens the session
-//!   was opened with, to notice a change of either), and the effective times of the access
-//!   token written with it (`accessTokenIssuedAt`, `accessTokenExpiresAt`, and
-//!   `accessTokenDigest`, the SHA-256 of that token, so the times are only trusted for the
-//!   token they describe).
+//!   `refreshToken` and `sourceFingerprint` (SHA-256 of the client and server tokens the
+//!   session was opened with, to notice a change of either). It changes only when one of them
+//!   does, so a refresh that does not rotate the refresh token does not rewrite it. (Versions
+//!   before 0.2 kept the token's times here, as `accessTokenIssuedAt`, `accessTokenExpiresAt`
+//!   and `accessTokenDigest`; they are still read, and dropped at the next write.)
 //!
 //! Both carry `app.kubernetes.io/managed-by: gebeta-operator`,
 //! `gebeta.app/access-token: <object name>` and a controller owner reference to the object, so
@@ -49,6 +51,10 @@ pub const SOURCE_FINGERPRINT_KEY: &str = "sourceFingerprint";
 pub const ACCESS_DIGEST_KEY: &str = "accessTokenDigest";
 pub const ACCESS_ISSUED_AT_KEY: &str = "accessTokenIssuedAt";
 pub const ACCESS_EXPIRES_AT_KEY: &str = "accessTokenExpiresAt";
+/// Annotation on the target Secret: the token's effective issue time.
+pub const ISSUED_AT_ANNOTATION: &str = "gebeta.app/token-issued-at";
+/// Annotation on the target Secret: the token's effective expiry time.
+pub const EXPIRES_AT_ANNOTATION: &str = "gebeta.app/token-expires-at";
 
 const MAX_NAME: usize = 253;
 
@@ -153,21 +159,28 @@ fn secret(name: String, obj: &GebetaAccessToken, labels: BTreeMap<String, String
     }
 }
 
-/// The target Secret holding `access_token`, which expires at `expires_at`.
-pub fn target_secret(obj: &GebetaAccessToken, access_token: &str, expires_at: Timestamp) -> Secret {
+/// The target Secret holding `access_token` with its effective `times`.
+pub fn target_secret(obj: &GebetaAccessToken, access_token: &str, times: &TokenTimes) -> Secret {
     let template = obj.spec.secret_template.clone().unwrap_or_default();
     let keys = Keys::of(obj);
     let mut labels = template.labels;
     labels.extend(base_labels(obj));
     let mut s = secret(obj.spec.secret_name.clone(), obj, labels);
-    if !template.annotations.is_empty() {
-        s.metadata.annotations = Some(template.annotations);
-    }
+    let mut annotations = template.annotations;
+    annotations.insert(
+        ISSUED_AT_ANNOTATION.to_string(),
+        times.issued_at.to_string(),
+    );
+    annotations.insert(
+        EXPIRES_AT_ANNOTATION.to_string(),
+        times.expires_at.to_string(),
+    );
+    s.metadata.annotations = Some(annotations);
     s.type_ = Some(template.type_.unwrap_or_else(|| "Opaque".into()));
     let mut data = BTreeMap::new();
     data.insert(
         keys.expires_at,
-        ByteString(format_time(expires_at).into_bytes()),
+        ByteString(format_time(times.expires_at).into_bytes()),
     );
     data.insert(keys.token, ByteString(access_token.as_bytes().to_vec()));
     s.data = Some(data);
@@ -228,7 +241,18 @@ impl RefreshState {
     }
 }
 
-/// The refresh Secret holding `state` (which must have a refresh token).
+/// The effective times the target Secret records for the token it holds.
+pub fn recorded_times(target: &Secret) -> Option<TokenTimes> {
+    let annotations = target.metadata.annotations.as_ref()?;
+    let parse = |key: &str| annotations.get(key)?.parse::<Timestamp>().ok();
+    let (issued_at, expires_at) = (parse(ISSUED_AT_ANNOTATION)?, parse(EXPIRES_AT_ANNOTATION)?);
+    (issued_at < expires_at).then_some(TokenTimes {
+        issued_at,
+        expires_at,
+    })
+}
+
+/// The refresh Secret holding `state`'s refresh token and source fingerprint.
 pub fn refresh_secret(obj: &GebetaAccessToken, state: &RefreshState) -> Secret {
     let mut labels = base_labels(obj);
     labels.insert(REFRESH_FOR_LABEL.to_string(), obj.name_any());
@@ -243,11 +267,6 @@ pub fn refresh_secret(obj: &GebetaAccessToken, state: &RefreshState) -> Secret {
     }
     if let Some(fp) = &state.source_fingerprint {
         put(SOURCE_FINGERPRINT_KEY, fp);
-    }
-    if let Some((digest, times)) = &state.access {
-        put(ACCESS_DIGEST_KEY, digest);
-        put(ACCESS_ISSUED_AT_KEY, &times.issued_at.to_string());
-        put(ACCESS_EXPIRES_AT_KEY, &times.expires_at.to_string());
     }
     s.data = Some(data);
     s
@@ -400,6 +419,14 @@ mod tests {
         Timestamp::from_second(s).unwrap()
     }
 
+    /// A token issued an hour before `expires`.
+    fn times(expires: Timestamp) -> TokenTimes {
+        TokenTimes {
+            issued_at: expires - jiff::SignedDuration::from_hours(1),
+            expires_at: expires,
+        }
+    }
+
     /// What the API server would hold after our apply of `desired`.
     fn applied(desired: &Secret) -> Secret {
         let mut s = desired.clone();
@@ -444,7 +471,7 @@ mod tests {
             token_key: Some("GEBETA_TOKEN".into()),
             expires_at_key: None,
         };
-        let s = target_secret(&gat(Some(template)), "a.b.c", ts(1_800_000_000));
+        let s = target_secret(&gat(Some(template)), "a.b.c", &times(ts(1_800_000_000)));
         assert_eq!(s.metadata.name.as_deref(), Some("maps-token"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(s.type_.as_deref(), Some("example.com/token"));
@@ -455,7 +482,10 @@ mod tests {
         );
         assert_eq!(labels[ACCESS_TOKEN_LABEL], "maps");
         assert_eq!(labels["team"], "maps");
-        assert_eq!(s.metadata.annotations.clone().unwrap()["note"], "x");
+        let annotations = s.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations["note"], "x");
+        assert_eq!(recorded_times(&s), Some(times(ts(1_800_000_000))));
+        assert_eq!(annotations[EXPIRES_AT_ANNOTATION], "2027-01-15T08:00:00Z");
         assert_eq!(read_value(&s, "GEBETA_TOKEN").as_deref(), Some("a.b.c"));
         assert_eq!(
             read_value(&s, "expiresAt").as_deref(),
@@ -471,18 +501,23 @@ mod tests {
         );
         assert_eq!(owner.api_version, "gebeta.app/v1alpha1");
         // Default shape.
-        let s = target_secret(&gat(None), "a.b.c", ts(1_800_000_000));
+        let s = target_secret(&gat(None), "a.b.c", &times(ts(1_800_000_000)));
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
         assert_eq!(read_value(&s, "token").as_deref(), Some("a.b.c"));
-        assert!(s.metadata.annotations.is_none());
+        assert_eq!(
+            s.metadata.annotations.as_ref().map(|a| a.len()),
+            Some(2),
+            "only the token's times"
+        );
+        assert_eq!(recorded_times(&Secret::default()), None);
     }
 
     #[test]
     fn foreign_secrets_are_not_ours() {
-        let mut s = target_secret(&gat(None), "a.b.c", ts(1_800_000_000));
+        let mut s = target_secret(&gat(None), "a.b.c", &times(ts(1_800_000_000)));
         s.metadata.labels = None;
         assert!(!is_ours(&s.metadata, "uid-1"), "no label");
-        let mut s = target_secret(&gat(None), "a.b.c", ts(1_800_000_000));
+        let mut s = target_secret(&gat(None), "a.b.c", &times(ts(1_800_000_000)));
         s.metadata.owner_references.as_mut().unwrap()[0].controller = Some(false);
         assert!(!is_ours(&s.metadata, "uid-1"), "not the controller");
         assert!(!is_ours(&ObjectMeta::default(), "uid-1"));
@@ -510,6 +545,25 @@ mod tests {
             "maps"
         );
         let back = RefreshState::from_secret(&s);
+        assert_eq!(
+            back,
+            RefreshState {
+                access: None,
+                ..state.clone()
+            },
+            "the token's times live in the target Secret now"
+        );
+        // Written by an earlier version: still read.
+        let mut legacy = s.clone();
+        let data = legacy.data.as_mut().unwrap();
+        for (k, v) in [
+            (ACCESS_DIGEST_KEY, token_digest("a.b.c")),
+            (ACCESS_ISSUED_AT_KEY, times.issued_at.to_string()),
+            (ACCESS_EXPIRES_AT_KEY, times.expires_at.to_string()),
+        ] {
+            data.insert(k.into(), ByteString(v.into_bytes()));
+        }
+        let back = RefreshState::from_secret(&legacy);
         assert_eq!(back, state);
         assert_eq!(back.times_of("a.b.c"), Some(times));
         assert_eq!(
@@ -581,7 +635,7 @@ mod tests {
     #[test]
     fn writes_only_when_something_we_own_differs() {
         let obj = gat(None);
-        let desired = target_secret(&obj, "a.b.c", ts(1_800_000_000));
+        let desired = target_secret(&obj, "a.b.c", &times(ts(1_800_000_000)));
         let mut current = applied(&desired);
         assert!(!needs_apply(&current, &desired));
         // Someone else's additions are left alone.
@@ -600,7 +654,7 @@ mod tests {
         // A new token.
         assert!(needs_apply(
             &current,
-            &target_secret(&obj, "a.b.d", ts(1_800_000_000))
+            &target_secret(&obj, "a.b.d", &times(ts(1_800_000_000)))
         ));
         // A key we applied but no longer want (tokenKey renamed).
         let renamed = target_secret(
@@ -609,7 +663,7 @@ mod tests {
                 ..Default::default()
             })),
             "a.b.c",
-            ts(1_800_000_000),
+            &times(ts(1_800_000_000)),
         );
         let renamed_current = applied(&desired);
         assert!(needs_apply(&renamed_current, &renamed));

@@ -1,0 +1,307 @@
+//! Earliest-deadline-first admission of the work that costs: Gebeta calls and Kubernetes
+//! writes.
+//!
+//! kube-runtime runs reconciles in an order that ignores urgency: when every reconcile slot
+//! is busy, ready requests wait in a set served in hash order, and requests whose time has
+//! passed leave the scheduler newest first. Under overload that starves some tokens while
+//! others are refreshed twice. So the access-token controller runs its reconciles without a
+//! concurrency limit (they only read caches until they have something to do), and each one
+//! that needs to call or write first takes a permit here, stating the deadline of its work
+//! (the expiry of the token it holds). Permits go to the earliest deadline first, ties in
+//! arrival order, and at most `capacity` are out at once (`--max-concurrent-reconciles`).
+//!
+//! A waiter that is dropped (shutdown, a cancelled reconcile) gives up its place, and a permit
+//! granted to it just before is handed on.
+
+use std::{
+    cmp::Ordering,
+    collections::BinaryHeap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use jiff::Timestamp;
+use tokio::sync::oneshot;
+
+/// Bounds the work in flight and hands it out earliest deadline first.
+pub struct DeadlineGate {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    free: usize,
+    next_seq: u64,
+    waiting: BinaryHeap<Waiter>,
+}
+
+struct Waiter {
+    deadline: Timestamp,
+    seq: u64,
+    since: Instant,
+    grant: oneshot::Sender<()>,
+}
+
+impl Waiter {
+    fn key(&self) -> (Timestamp, u64) {
+        (self.deadline, self.seq)
+    }
+}
+
+// `BinaryHeap` is a max-heap: the earliest deadline (then the first to arrive) is the greatest.
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Waiter {}
+
+/// Work waiting for a permit: how many, and how long the oldest has waited.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Backlog {
+    pub waiting: usize,
+    pub oldest_wait_seconds: f64,
+}
+
+/// The right to do costly work; handed to the next waiter when dropped.
+pub struct Permit {
+    gate: Arc<DeadlineGate>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.release();
+    }
+}
+
+impl DeadlineGate {
+    /// A gate letting `capacity` (at least one) holders work at once.
+    pub fn new(capacity: usize) -> Arc<DeadlineGate> {
+        Arc::new(DeadlineGate {
+            inner: Mutex::new(Inner {
+                free: capacity.max(1),
+                next_seq: 0,
+                waiting: BinaryHeap::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a permit for work that must be done by `deadline`.
+    pub async fn acquire(self: &Arc<Self>, deadline: Timestamp) -> Permit {
+        let receiver = {
+            let mut inner = self.lock();
+            if inner.free > 0 && inner.waiting.is_empty() {
+                inner.free -= 1;
+                return Permit { gate: self.clone() };
+            }
+            let (grant, receiver) = oneshot::channel();
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            inner.waiting.push(Waiter {
+                deadline,
+                seq,
+                since: Instant::now(),
+                grant,
+            });
+            receiver
+        };
+        let mut waiting = Waiting {
+            gate: self.clone(),
+            receiver,
+        };
+        // The sender is only dropped after a successful send (release keeps it until then).
+        let _ = (&mut waiting.receiver).await;
+        waiting.granted()
+    }
+
+    /// Hands a returned permit to the most urgent live waiter, or frees it.
+    fn release(&self) {
+        loop {
+            let next = {
+                let mut inner = self.lock();
+                match inner.waiting.pop() {
+                    Some(w) => w,
+                    None => {
+                        inner.free += 1;
+                        return;
+                    }
+                }
+            };
+            if next.grant.send(()).is_ok() {
+                return;
+            }
+            // That waiter is gone: try the next one.
+        }
+    }
+
+    /// What waits now.
+    pub fn backlog(&self) -> Backlog {
+        let inner = self.lock();
+        let oldest = inner.waiting.iter().map(|w| w.since).min();
+        Backlog {
+            waiting: inner.waiting.len(),
+            oldest_wait_seconds: oldest.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        }
+    }
+}
+
+/// A waiter's end of the grant; if dropped after the grant was sent but before it was taken,
+/// the permit is handed on.
+struct Waiting {
+    gate: Arc<DeadlineGate>,
+    receiver: oneshot::Receiver<()>,
+}
+
+impl Waiting {
+    fn granted(mut self) -> Permit {
+        // Closed so that Drop below does not release the permit this returns.
+        self.receiver.close();
+        let _ = self.receiver.try_recv();
+        Permit {
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.receiver.close();
+        if self.receiver.try_recv().is_ok() {
+            self.gate.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    /// Starts a waiter for `deadline` that records its name when served and returns the
+    /// permit at once.
+    fn waiter(
+        gate: &Arc<DeadlineGate>,
+        deadline: i64,
+        name: &'static str,
+        served: &Arc<Mutex<Vec<&'static str>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (gate, served) = (gate.clone(), served.clone());
+        tokio::spawn(async move {
+            let _permit = gate.acquire(at(deadline)).await;
+            served.lock().unwrap().push(name);
+        })
+    }
+
+    async fn until_waiting(gate: &DeadlineGate, n: usize) {
+        for _ in 0..1000 {
+            if gate.backlog().waiting == n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("expected {n} waiters, have {}", gate.backlog().waiting);
+    }
+
+    #[tokio::test]
+    async fn serves_the_earliest_deadline_first_not_the_first_to_ask() {
+        let gate = DeadlineGate::new(1);
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let held = gate.acquire(at(0)).await;
+        let mut tasks = Vec::new();
+        for (i, (deadline, name)) in [(50, "late"), (10, "soon"), (30, "mid"), (10, "soon-2")]
+            .into_iter()
+            .enumerate()
+        {
+            tasks.push(waiter(&gate, deadline, name, &served));
+            until_waiting(&gate, i + 1).await;
+        }
+        assert_eq!(gate.backlog().waiting, 4);
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            *served.lock().unwrap(),
+            ["soon", "soon-2", "mid", "late"],
+            "deadline order, ties in arrival order"
+        );
+        assert_eq!(gate.backlog(), Backlog::default());
+    }
+
+    #[tokio::test]
+    async fn capacity_bounds_the_holders() {
+        let gate = DeadlineGate::new(2);
+        let a = gate.acquire(at(0)).await;
+        let _b = gate.acquire(at(0)).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), gate.acquire(at(0))).await;
+        assert!(third.is_err(), "a third permit while two are out");
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(5), gate.acquire(at(0))).await;
+        assert!(third.is_ok(), "a permit once one is returned");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_neither_blocks_nor_leaks_the_permit() {
+        let gate = DeadlineGate::new(1);
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let held = gate.acquire(at(0)).await;
+        let urgent = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let _p = gate.acquire(at(1)).await;
+                std::future::pending::<()>().await;
+            }
+        });
+        until_waiting(&gate, 1).await;
+        let patient = waiter(&gate, 9, "patient", &served);
+        until_waiting(&gate, 2).await;
+        urgent.abort();
+        let _ = urgent.await;
+        drop(held);
+        patient.await.unwrap();
+        assert_eq!(*served.lock().unwrap(), ["patient"]);
+        // The permit came back: it can be taken again at once.
+        let again = tokio::time::timeout(Duration::from_secs(5), gate.acquire(at(0))).await;
+        assert!(again.is_ok());
+    }
+
+    #[tokio::test]
+    async fn backlog_reports_the_oldest_wait() {
+        let gate = DeadlineGate::new(1);
+        let _held = gate.acquire(at(0)).await;
+        let _w = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                let _p = gate.acquire(at(5)).await;
+            }
+        });
+        until_waiting(&gate, 1).await;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(30) {
+            tokio::task::yield_now().await;
+        }
+        let backlog = gate.backlog();
+        assert_eq!(backlog.waiting, 1);
+        assert!(backlog.oldest_wait_seconds >= 0.03, "{backlog:?}");
+    }
+}
