@@ -63,6 +63,7 @@ pub struct Metrics {
     pub refresh_failures: Family<ReasonLabels, Counter>,
     pub objects_ready: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
+    pub retire_failures: Counter,
     pub refreshes_overdue: Gauge,
     pub refresh_oldest_overdue: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -85,6 +86,7 @@ impl Default for Metrics {
             refresh_failures: Family::default(),
             objects_ready: Family::default(),
             leader: Gauge::default(),
+            retire_failures: Counter::default(),
             refreshes_overdue: Gauge::default(),
             refresh_oldest_overdue: Gauge::default(),
             registry: Registry::default(),
@@ -128,6 +130,11 @@ impl Default for Metrics {
             "leader",
             "1 while this replica holds the leader lease",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "retire_failures",
+            "Failed attempts to retire a replaced service account (it stays usable meanwhile)",
+            metrics.retire_failures.clone(),
         );
         registry.register(
             "refreshes_overdue",
@@ -213,6 +220,10 @@ impl Metrics {
             .inc();
     }
 
+    pub fn retire_failed(&self) {
+        self.retire_failures.inc();
+    }
+
     pub fn set_objects(&self, controller: &'static str, ready: usize, not_ready: usize) {
         self.objects_ready
             .get_or_create(&ReadyLabels {
@@ -257,6 +268,7 @@ mod tests {
         metrics.set_objects("service_account", 2, 1);
         metrics.leader.set(1);
         metrics.refreshes_overdue.set(3);
+        metrics.retire_failed();
         metrics.refresh_oldest_overdue.set(1.5);
         let text = metrics.encode();
         for series in [
@@ -271,6 +283,7 @@ mod tests {
             r#"gebeta_operator_objects{controller="service_account",ready="false"} 1"#,
             "gebeta_operator_leader 1",
             "gebeta_operator_refreshes_overdue 3",
+            "gebeta_operator_retire_failures_total 1",
             "gebeta_operator_refresh_oldest_overdue_seconds 1.5",
         ] {
             assert!(text.contains(series), "missing {series} in:\n{text}");

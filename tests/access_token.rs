@@ -1542,7 +1542,10 @@ async fn tokens_without_times_or_refresh_tokens_do_not_loop() {
     f.start();
     f.create("maps", Fixture::spec("maps-token")).await;
     let status = f.wait_ready("maps").await;
-    assert_eq!(f.token("maps-token").await.as_deref(), Some(no_times.as_str()));
+    assert_eq!(
+        f.token("maps-token").await.as_deref(),
+        Some(no_times.as_str())
+    );
     let hour_from_now = |s: &GebetaAccessTokenStatus| {
         let exp: Timestamp = s.expires_at.as_deref().unwrap().parse().unwrap();
         let left = Timestamp::now().duration_until(exp).as_secs();
@@ -1570,7 +1573,10 @@ async fn tokens_without_times_or_refresh_tokens_do_not_loop() {
             s.observed_refresh_request.as_deref() == Some("1")
         })
         .await;
-    assert_eq!(f.token("maps-token").await.as_deref(), Some(decades.as_str()));
+    assert_eq!(
+        f.token("maps-token").await.as_deref(),
+        Some(decades.as_str())
+    );
     assert!(hour_from_now(&status), "not believed: {status:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -916,3 +916,63 @@ async fn a_whole_lifecycle_costs_three_gebeta_calls() {
     .collect();
     assert_eq!(calls, expected);
 }
+
+/// A rotation whose retire step keeps failing, across operator restarts: the replaced
+/// account is recorded before the new one is made, retired once the API lets us, and the
+/// rotation is never started again (one new account, not one per attempt).
+#[tokio::test]
+async fn a_rotation_finishes_retiring_across_failures_and_restarts() {
+    let mut f = Fixture::new("gsa-retire").await;
+    f.create("acct", web_account("retire")).await;
+    let first = f.wait_ready("acct").await.account_id.unwrap();
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+    f.sim
+        .inject("delete_account", Fault::Status(503, None), 100_000);
+    f.annotate("acct", ROTATE_ANNOTATION, "1").await;
+    let status = f.wait_reason("acct", "RetireFailed").await;
+    let second = status.account_id.clone().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(status.retiring, std::slice::from_ref(&first));
+    assert_eq!(status.observed_rotation, None, "not finished yet");
+    // Two restarts, each followed by another failed attempt.
+    for _ in 0..2 {
+        let attempts = f.sim.calls("delete_account");
+        f.kill();
+        f.start();
+        let sim = f.sim.clone();
+        support::eventually(DEADLINE, "another retire attempt", || {
+            std::future::ready((sim.calls("delete_account") > attempts).then_some(()))
+        })
+        .await;
+    }
+    assert_eq!(
+        f.sim.calls("create_account"),
+        2,
+        "one replacement, however often the retire failed"
+    );
+    assert_eq!(f.token_of("acct").await.0, second);
+    f.sim.clear_faults();
+    let status = support::eventually(DEADLINE, "the rotation finishes", || {
+        let api = f.gsas();
+        async move {
+            let status = api.get("acct").await.ok()?.status?;
+            (status.observed_rotation.as_deref() == Some("1")).then_some(status)
+        }
+    })
+    .await;
+    assert!(status.retiring.is_empty());
+    assert_eq!(status.account_id.as_deref(), Some(second.as_str()));
+    assert!(
+        f.sim.account(&first).is_none(),
+        "deletionPolicy Delete: the replaced account is gone"
+    );
+    let live = f.marked_accounts(&uid);
+    assert_eq!(live.len(), 1, "exactly one live account: {live:?}");
+    assert_eq!(live[0].status, AccountState::Active);
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "RetireFailed")
+    );
+}

@@ -144,9 +144,21 @@ pub struct GebetaServiceAccountStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
 
-    /// The last value of the `gebeta.app/rotate` annotation acted on.
+    /// The last value of the `gebeta.app/rotate` annotation acted on: set once the
+    /// replacement exists and every replaced account is retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_rotation: Option<String>,
+
+    /// The `gebeta.app/rotate` value being acted on: recorded, with the account to replace in
+    /// `retiring`, before the replacement is created, so a rotation interrupted at any point
+    /// is finished rather than started again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_in_progress: Option<String>,
+
+    /// Replaced accounts still to be retired (per `deletionPolicy`): each stays listed, and the
+    /// object not Ready (reason `RetireFailed`), until retiring it succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring: Vec<String>,
 
     /// The `.metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

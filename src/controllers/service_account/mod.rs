@@ -70,6 +70,8 @@ pub const SERVICE_ACCOUNT_LABEL: &str = "gebeta.app/service-account";
 pub const TOKEN_KEY: &str = "token";
 
 const CONTROLLER: &str = "service_account";
+/// Reason while a replaced account could not be retired yet.
+pub const RETIRE_FAILED: &str = "RetireFailed";
 
 /// Failures that end a reconcile with an error (Kubernetes trouble); Gebeta and input problems
 /// are reported in status instead and never reach here.
@@ -376,6 +378,7 @@ async fn apply(
         && status.observed_generation == generation
         && status.pending_creation.is_none()
         && !rotation_requested
+        && status.retiring.is_empty()
         && status.account_id.is_some();
     if let Some(due_in) = rec.resync_due_in(&uid, generation, healthy) {
         // Nothing changed since the last comparison: only check the token Secret is still ours.
@@ -593,25 +596,36 @@ async fn sync(
                 "an adopted account cannot be rotated: its token is not managed by the operator",
             ));
         }
-        if status.account_id.is_some() {
-            let old = status.account_id.clone();
-            create(gsa, api, ctx, &user, status).await?;
-            if let Some(old) = old {
-                retire(ctx, &user, &old, gsa.spec.deletion_policy).await?;
+        if let Some(current) = status.account_id.clone() {
+            if status.rotation_in_progress.as_ref() != Some(&requested) {
+                // Recorded before the replacement exists: whatever happens next, the account
+                // being replaced is not forgotten.
+                status.rotation_in_progress = Some(requested.clone());
+                if !status.retiring.contains(&current) {
+                    status.retiring.push(current.clone());
+                }
+                write_status(api, ctx, &gsa.name_any(), status).await?;
             }
-            ctx.event(
-                &object_ref(gsa),
-                EventType::Normal,
-                "Rotated",
-                "Rotate",
-                format!(
-                    "created account {} with a new token",
-                    status.account_id.as_deref().unwrap_or_default()
-                ),
-            )
-            .await;
+            if status.retiring.contains(&current) {
+                create(gsa, api, ctx, &user, status).await?;
+                ctx.event(
+                    &object_ref(gsa),
+                    EventType::Normal,
+                    "Rotated",
+                    "Rotate",
+                    format!(
+                        "created account {} with a new token; retiring account {current}",
+                        status.account_id.as_deref().unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
         }
+        retire_replaced(gsa, api, ctx, &user, status).await?;
+        status.rotation_in_progress = None;
         status.observed_rotation = Some(requested);
+    } else if !status.retiring.is_empty() {
+        retire_replaced(gsa, api, ctx, &user, status).await?;
     }
 
     let account = match (status.account_id.clone(), gsa.spec.account_id.clone()) {
@@ -1036,6 +1050,49 @@ async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
     }
 }
 
+/// Retires every replaced account still listed in `status.retiring`, recording each success
+/// at once; the first failure stops it with reason `RetireFailed` (retried with backoff).
+async fn retire_replaced(
+    gsa: &GebetaServiceAccount,
+    api: &Api<GebetaServiceAccount>,
+    ctx: &Context,
+    user: &Token,
+    status: &mut GebetaServiceAccountStatus,
+) -> Result<(), Failure> {
+    while let Some(id) = status.retiring.first().cloned() {
+        if status.account_id.as_ref() != Some(&id) {
+            retire(ctx, user, &id, gsa.spec.deletion_policy)
+                .await
+                .map_err(|f| {
+                    ctx.metrics.retire_failed();
+                    Failure {
+                        reason: RETIRE_FAILED,
+                        message: format!(
+                            "account {id} was replaced but is not retired yet ({}); it stays \
+                             usable until this succeeds",
+                            f.message
+                        ),
+                        retry_after: f.retry_after,
+                    }
+                })?;
+            ctx.event(
+                &object_ref(gsa),
+                EventType::Normal,
+                "Retired",
+                "Rotate",
+                format!(
+                    "replaced account {id} retired (deletionPolicy {:?})",
+                    gsa.spec.deletion_policy
+                ),
+            )
+            .await;
+        }
+        status.retiring.remove(0);
+        write_status(api, ctx, &gsa.name_any(), status).await?;
+    }
+    Ok(())
+}
+
 /// Disposes of an account the object no longer uses, according to the deletion policy.
 async fn retire(
     ctx: &Context,
@@ -1079,7 +1136,9 @@ async fn cleanup(
     }
     let policy = gsa.spec.deletion_policy;
     if policy == DeletionPolicy::Orphan
-        || (status.account_id.is_none() && status.pending_creation.is_none())
+        || (status.account_id.is_none()
+            && status.pending_creation.is_none()
+            && status.retiring.is_empty())
     {
         if let Some(id) = &status.account_id {
             ctx.event(
@@ -1098,6 +1157,9 @@ async fn cleanup(
     let result = async {
         let user = user_token(gsa, ctx).await?;
         let mut ids: Vec<String> = status.account_id.iter().cloned().collect();
+        // Replaced accounts not retired yet go with the object.
+        ids.extend(status.retiring.iter().cloned());
+        ids.dedup();
         if status.pending_creation.is_some() {
             let accounts = ctx
                 .gebeta
