@@ -166,6 +166,10 @@ pub struct ApplyReport {
     pub all: Option<Summary>,
     /// Time to send every create request (seconds).
     pub create_seconds: f64,
+    /// Operator requests from the first create to all Ready, by `kind verb` (reads and
+    /// writes; absent from reports made before reads were audited).
+    #[serde(default)]
+    pub kube_requests: BTreeMap<String, u64>,
 }
 
 /// (2) One row of Gebeta calls.
@@ -248,6 +252,12 @@ pub struct RefreshReport {
     /// Operator writes during the phase, by `kind verb`, and per replacement.
     pub kube_writes: BTreeMap<String, u64>,
     pub kube_writes_per_replacement: Option<f64>,
+    /// Operator reads (get, list) during the phase, by `kind verb`, and per replacement (goal:
+    /// none; absent from reports made before reads were audited).
+    #[serde(default)]
+    pub kube_reads: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub kube_reads_per_replacement: Option<f64>,
 }
 
 /// (6) Restart.
@@ -316,10 +326,15 @@ fn say(text: impl AsRef<str>) {
 
 /// The operator's writes among `events`, counted by `kind verb`.
 fn operator_writes(events: &[AuditEvent]) -> BTreeMap<String, u64> {
+    operator_requests(events, true)
+}
+
+/// The operator's writes (or reads) among `events`, counted by `kind verb`.
+fn operator_requests(events: &[AuditEvent], writes: bool) -> BTreeMap<String, u64> {
     count_by_kind_and_verb(
         events
             .iter()
-            .filter(|e| e.user == OPERATOR_USER && e.is_write()),
+            .filter(|e| e.user == OPERATOR_USER && e.is_write() == writes),
     )
     .into_iter()
     .map(|((kind, verb), n)| (format!("{kind} {verb}"), n))
@@ -805,6 +820,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         items.extend(t.map(|(ns, o)| Obj::At(ns, Box::new(o))));
     }
     let applied: Arc<std::sync::Mutex<AppliedAt>> = Arc::default();
+    let apply_offset = env.audit.end();
     let apply_start = Timestamp::now();
     let apply_clock = Instant::now();
     for_each_bounded(items, args.concurrency, |item| {
@@ -850,6 +866,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         std::future::ready(done.then_some(()))
     })
     .await?;
+    let (apply_events, _) = env.audit.read_from(apply_offset)?;
+    let mut kube_requests = operator_requests(&apply_events, true);
+    kube_requests.extend(operator_requests(&apply_events, false));
     let snapshot = ready.snapshot();
     let applied = applied.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut per_kind: BTreeMap<Kind, Vec<f64>> = BTreeMap::new();
@@ -874,6 +893,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         access_tokens: Summary::of(per_kind.get(&Kind::AccessToken).map_or(&[], |v| v)),
         all: Summary::of(&all),
         create_seconds,
+        kube_requests,
     };
     let cpu_apply = operator.cpu_seconds().unwrap_or(0.0) - cpu_before_apply;
     let apply_calls = call_diff(&calls_before_apply, &calls_now(&env.sim));
@@ -1124,6 +1144,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let writes = tokens.writes_since(refresh_start);
     let (refresh_events, _) = env.audit.read_from(refresh_offset)?;
     let kube_writes = operator_writes(&refresh_events);
+    let kube_reads = operator_requests(&refresh_events, false);
     let mut margins = Vec::new();
     let mut fractions = Vec::new();
     let mut by_secret: BTreeMap<(String, String), Vec<Timestamp>> = BTreeMap::new();
@@ -1148,6 +1169,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         }
     }
     let total_kube_writes: u64 = kube_writes.values().sum();
+    let total_kube_reads: u64 = kube_reads.values().sum();
     let refresh = RefreshReport {
         lifetime_seconds: ttl,
         lifetimes_observed: args.lifetimes,
@@ -1175,6 +1197,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         kube_writes_per_replacement: (!writes.is_empty())
             .then(|| total_kube_writes as f64 / writes.len() as f64),
         kube_writes,
+        kube_reads_per_replacement: (!writes.is_empty())
+            .then(|| total_kube_reads as f64 / writes.len() as f64),
+        kube_reads,
     };
     for (endpoint, ideal) in [
         ("refresh", Some(refresh.replacements)),
@@ -1310,6 +1335,18 @@ pub fn render(report: &Report) -> String {
         fmt_summary(&ap.service_accounts, "s"),
     );
     t.row("per GebetaAccessToken", fmt_summary(&ap.access_tokens, "s"));
+    if !ap.kube_requests.is_empty() {
+        let objects = report.args.accounts + report.args.tokens;
+        let total: u64 = ap.kube_requests.values().sum();
+        t.row(
+            "operator requests",
+            format_args!(
+                "{} ({:.2} per object)",
+                fmt_map(&ap.kube_requests),
+                total as f64 / objects.max(1) as f64
+            ),
+        );
+    }
 
     t.heading("(2) Gebeta calls (goal: ratio 1.00, 0 where the ideal is 0)");
     let call_row = |t: &mut Table, cells: [&str; 5]| {
@@ -1420,6 +1457,15 @@ pub fn render(report: &Report) -> String {
             or_dash(rf.kube_writes_per_replacement, |w| format!("{w:.2}"))
         ),
     );
+    if let Some(per_token) = rf.kube_reads_per_replacement {
+        t.row(
+            "operator reads",
+            format_args!(
+                "{} ({per_token:.2} per new token, goal: 0)",
+                fmt_map(&rf.kube_reads)
+            ),
+        );
+    }
 
     let rs = &report.restart;
     t.heading(format_args!(
