@@ -15,7 +15,9 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use gebeta_operator::{
     controllers::{
         Context, Readiness, Settings, WatchScope,
-        access_token::{self, REFRESH_ANNOTATION, RESTARTED_AT_ANNOTATION},
+        access_token::{
+            self, REFRESH_ANNOTATION, RESTART_OPT_IN_ANNOTATION, RESTARTED_AT_ANNOTATION,
+        },
         conditions,
     },
     crd::{Condition, GebetaAccessToken, GebetaAccessTokenStatus, GebetaServiceAccount},
@@ -1089,25 +1091,34 @@ async fn foreign_secret_is_a_conflict_and_left_alone() {
 async fn rollout_restart_once_per_new_token() {
     let mut f = Fixture::new("gat-rollout", 3, false).await;
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+    // `web` asks to be restarted by `maps`; `bystander` did not ask.
+    for (name, annotations) in [
+        ("web", json!({RESTART_OPT_IN_ANNOTATION: "other, maps"})),
+        ("bystander", json!({})),
+    ] {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+                },
             },
-        },
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
+        }))
         .unwrap();
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap();
+    }
     f.start();
     let mut spec = Fixture::spec("maps-token");
-    spec["rolloutRestartTargets"] =
-        json!([{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "missing"}]);
+    spec["rolloutRestartTargets"] = json!([
+        {"kind": "Deployment", "name": "web"},
+        {"kind": "Deployment", "name": "missing"},
+        {"kind": "Deployment", "name": "bystander"},
+    ]);
     f.create("maps", spec).await;
     f.wait_ready("maps").await;
     let first = f.token("maps-token").await.unwrap();
@@ -1145,6 +1156,14 @@ async fn rollout_restart_once_per_new_token() {
     );
     let missing = f.wait_event("maps", "RolloutTargetNotFound").await;
     assert!(missing.note.unwrap_or_default().contains("missing"));
+    let refused = f.wait_event("maps", "RolloutTargetNotOptedIn").await;
+    assert!(refused.note.unwrap_or_default().contains("bystander"));
+    let bystander = deployments.get("bystander").await.unwrap();
+    assert_eq!(
+        bystander.metadata.generation,
+        Some(1),
+        "a workload that did not opt in is never restarted"
+    );
 }
 
 #[tokio::test]

@@ -1007,6 +1007,17 @@ async fn apiserver_and_etcd_restarts_are_survived() {
         .expect("audit log")
         .read_all()
         .expect("read the audit log");
+    // Every request of the operator names it, so admins can tell it apart in audit logs.
+    let anonymous: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.user == "gebeta-operator")
+        .map(|e| e.user_agent.as_str())
+        .filter(|ua| !ua.starts_with("gebeta-operator/"))
+        .collect();
+    assert!(
+        anonymous.is_empty(),
+        "operator requests without its User-Agent: {anonymous:?}"
+    );
     let mut writes: BTreeMap<String, u32> = BTreeMap::new();
     let mut conflicts = 0;
     for e in audit

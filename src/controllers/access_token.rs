@@ -107,6 +107,9 @@ use crate::{
 pub const REFRESH_ANNOTATION: &str = "gebeta.app/refresh";
 /// Pod-template annotation set on rollout-restart targets after a new token.
 pub const RESTARTED_AT_ANNOTATION: &str = "gebeta.app/restartedAt";
+/// Annotation a workload must carry (on its own metadata) to be restarted by a
+/// `GebetaAccessToken` of its namespace: the token's name, or a comma-separated list.
+pub const RESTART_OPT_IN_ANNOTATION: &str = "gebeta.app/restart-on-new-token";
 
 const CONTROLLER: &str = "access_token";
 /// Longest wait between two reconciles of an object (a safety net for missed events).
@@ -757,7 +760,7 @@ impl<'a> Reconcile<'a> {
         }
 
         // Rollout restarts for a new token.
-        let restart_missing = if hard_blocker.is_none() {
+        let restart_skipped = if hard_blocker.is_none() {
             self.restart_targets(&obj).await
         } else {
             Vec::new()
@@ -895,16 +898,18 @@ impl<'a> Reconcile<'a> {
             )
             .await;
         }
-        for target in restart_missing {
-            let note = format!("rollout-restart target {target} not found");
-            ctx.event(
-                &object_ref,
-                EventType::Warning,
-                "RolloutTargetNotFound",
-                "Restart",
-                note,
-            )
-            .await;
+        for (target, why) in restart_skipped {
+            let note = if why == reason::ROLLOUT_TARGET_NOT_FOUND {
+                format!("rollout-restart target {target} not found")
+            } else {
+                format!(
+                    "rollout-restart target {target} was not restarted: it does not carry the \
+                     annotation {RESTART_OPT_IN_ANNOTATION}: {}",
+                    self.name
+                )
+            };
+            ctx.event(&object_ref, EventType::Warning, why, "Restart", note)
+                .await;
         }
 
         // When to look again.
@@ -1302,43 +1307,55 @@ impl<'a> Reconcile<'a> {
             .await;
     }
 
-    /// Sets the pending `restartedAt` value on every target's pod template. Returns the
-    /// targets that do not exist; transient failures keep the value pending.
-    async fn restart_targets(&mut self, obj: &GebetaAccessToken) -> Vec<String> {
+    /// Sets the pending `restartedAt` value on the pod template of every target that opted in
+    /// (see [`RESTART_OPT_IN_ANNOTATION`]). Returns the targets that were skipped, with why;
+    /// transient failures keep the value pending.
+    async fn restart_targets(&mut self, obj: &GebetaAccessToken) -> Vec<(String, &'static str)> {
         let Some(value) = self.state.pending_restart.clone() else {
             return Vec::new();
         };
         self.work().await;
         let client = self.ctx().kube.clone();
-        let patch = Patch::Merge(serde_json::json!({
-            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}}
-        }));
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        let mut missing = Vec::new();
+        let mut skipped = Vec::new();
         let mut retry = false;
         for target in &obj.spec.rollout_restart_targets {
             let ns = &self.ns;
+            let (name, value) = (&target.name, value.as_str());
             let result = match target.kind {
-                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-                    .patch(&target.name, &params, &patch)
+                WorkloadKind::Deployment => {
+                    restart(
+                        Api::<Deployment>::namespaced(client.clone(), ns),
+                        name,
+                        &self.name,
+                        value,
+                    )
                     .await
-                    .map(drop),
-                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-                    .patch(&target.name, &params, &patch)
+                }
+                WorkloadKind::StatefulSet => {
+                    restart(
+                        Api::<StatefulSet>::namespaced(client.clone(), ns),
+                        name,
+                        &self.name,
+                        value,
+                    )
                     .await
-                    .map(drop),
-                WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
-                    .patch(&target.name, &params, &patch)
+                }
+                WorkloadKind::DaemonSet => {
+                    restart(
+                        Api::<DaemonSet>::namespaced(client.clone(), ns),
+                        name,
+                        &self.name,
+                        value,
+                    )
                     .await
-                    .map(drop),
+                }
             };
+            let what = format!("{:?}/{}", target.kind, target.name);
             match result {
-                Ok(()) => {}
-                Err(kube::Error::Api(s)) if s.is_not_found() => {
-                    missing.push(format!("{:?}/{}", target.kind, target.name))
+                Ok(Restart::Done) => {}
+                Ok(Restart::NotFound) => skipped.push((what, reason::ROLLOUT_TARGET_NOT_FOUND)),
+                Ok(Restart::NotOptedIn) => {
+                    skipped.push((what, reason::ROLLOUT_TARGET_NOT_OPTED_IN))
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -1354,8 +1371,51 @@ impl<'a> Reconcile<'a> {
         if !retry {
             self.state.pending_restart = None;
         }
-        missing
+        skipped
     }
+}
+
+/// What became of one rollout-restart target.
+enum Restart {
+    Done,
+    NotFound,
+    NotOptedIn,
+}
+
+/// Restarts workload `name` (a new `restartedAt` on its pod template) if it opted in to
+/// restarts by the access token `token`: creating a GebetaAccessToken must not let anyone
+/// restart workloads that did not ask for it with the operator's rights.
+async fn restart<K>(
+    api: Api<K>,
+    name: &str,
+    token: &str,
+    value: &str,
+) -> Result<Restart, kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(workload) = api.get_opt(name).await? else {
+        return Ok(Restart::NotFound);
+    };
+    let opted_in = workload
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTART_OPT_IN_ANNOTATION))
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == token));
+    if !opted_in {
+        return Ok(Restart::NotOptedIn);
+    }
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {"resourceVersion": workload.meta().resource_version},
+        "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: value}}}}
+    }));
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &patch).await?;
+    Ok(Restart::Done)
 }
 
 /// A Secret the object needs is in the way.

@@ -61,6 +61,8 @@ pub enum ConfigError {
 pub enum RunError {
     #[error("cannot configure the Kubernetes client: {0}")]
     Kube(#[source] kube::Error),
+    #[error("cannot find a Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    KubeConfig(#[source] kube::config::InferConfigError),
     #[error("cannot listen on --admin-addr {addr}: {source}")]
     Admin {
         addr: SocketAddr,
@@ -76,6 +78,20 @@ pub enum RunError {
     ElectionEnded,
     #[error("the controllers stopped unexpectedly")]
     ControllersEnded,
+}
+
+/// `User-Agent` of every Kubernetes request, so that audit logs and API priority-and-fairness
+/// rules can tell the operator's requests apart.
+pub const USER_AGENT: &str = concat!("gebeta-operator/", env!("CARGO_PKG_VERSION"));
+
+/// A Kubernetes client from the in-cluster or kubeconfig settings, naming itself.
+async fn kube_client() -> Result<kube::Client, RunError> {
+    let mut config = kube::Config::infer().await.map_err(RunError::KubeConfig)?;
+    config.headers.push((
+        axum::http::header::USER_AGENT,
+        axum::http::HeaderValue::from_static(USER_AGENT),
+    ));
+    kube::Client::try_from(config).map_err(RunError::Kube)
 }
 
 /// A checked configuration, ready to run.
@@ -169,7 +185,7 @@ impl Operator {
 
     /// Runs until `shutdown` is cancelled (`Ok`) or a failure.
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), RunError> {
-        let kube = kube::Client::try_default().await.map_err(RunError::Kube)?;
+        let kube = kube_client().await?;
         let metrics = Metrics::new();
         let readiness = Readiness::default();
         let admin_stop = CancellationToken::new();

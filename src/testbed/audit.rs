@@ -51,6 +51,8 @@ pub struct AuditEvent {
     pub code: u16,
     /// When the API server received the request.
     pub received: jiff::Timestamp,
+    /// The client's `User-Agent` (empty when it sent none).
+    pub user_agent: String,
 }
 
 impl AuditEvent {
@@ -89,6 +91,8 @@ struct RawEvent {
     response_status: Option<RawStatus>,
     #[serde(default)]
     request_received_timestamp: Option<String>,
+    #[serde(default)]
+    user_agent: String,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +140,7 @@ pub fn parse_line(line: &str) -> Option<AuditEvent> {
             .request_received_timestamp
             .and_then(|t| t.parse().ok())
             .unwrap_or_default(),
+        user_agent: raw.user_agent,
     })
 }
 
@@ -214,9 +219,10 @@ mod tests {
 
     #[test]
     fn parses_a_write_and_prefers_the_impersonated_user() {
-        let line = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/a/secrets/s","verb":"patch","user":{"username":"gebeta-admin","groups":["system:masters"]},"impersonatedUser":{"username":"gebeta-operator","groups":["system:masters"]},"objectRef":{"resource":"secrets","namespace":"a","name":"s","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2025-01-02T03:04:05.123456Z","stageTimestamp":"2025-01-02T03:04:05.200000Z"}"#;
+        let line = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"x","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/a/secrets/s","verb":"patch","userAgent":"gebeta-operator/0.1.0","user":{"username":"gebeta-admin","groups":["system:masters"]},"impersonatedUser":{"username":"gebeta-operator","groups":["system:masters"]},"objectRef":{"resource":"secrets","namespace":"a","name":"s","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2025-01-02T03:04:05.123456Z","stageTimestamp":"2025-01-02T03:04:05.200000Z"}"#;
         let event = parse_line(line).unwrap();
         assert_eq!(event.user, "gebeta-operator");
+        assert_eq!(event.user_agent, "gebeta-operator/0.1.0");
         assert_eq!(event.verb, "patch");
         assert_eq!(event.kind(), "secrets");
         assert_eq!((event.namespace.as_str(), event.name.as_str()), ("a", "s"));

@@ -28,6 +28,10 @@ pub mod reason {
     /// The API answered but a Kubernetes write of the answer failed (kept in memory and
     /// written at the next attempt, without a new call).
     pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+    /// A rollout-restart target does not exist (event only).
+    pub const ROLLOUT_TARGET_NOT_FOUND: &str = "RolloutTargetNotFound";
+    /// A rollout-restart target did not opt in to restarts by this object (event only).
+    pub const ROLLOUT_TARGET_NOT_OPTED_IN: &str = "RolloutTargetNotOptedIn";
     /// The template asks for another Secret type than the live Secret's (event only).
     pub const SECRET_TYPE_IMMUTABLE: &str = "SecretTypeImmutable";
 
