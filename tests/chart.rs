@@ -490,6 +490,10 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
         "{args:?}"
     );
     assert!(
+        args.contains(&"--default-credentials-namespaces=apps,tools".to_string()),
+        "{args:?}"
+    );
+    assert!(
         args.contains(&"--max-concurrent-reconciles=32".to_string()),
         "{args:?}"
     );
@@ -1149,6 +1153,7 @@ async fn the_operator_does_its_job_with_exactly_the_charts_rbac() {
             format!("--gebeta-api-url={}", sim.base_url()),
             format!("--namespaces={watched}"),
             format!("--user-token-secret={release_ns}/gebeta-user"),
+            format!("--default-credentials-namespaces={watched}"),
             format!("--lease-namespace={release_ns}"),
             format!("--lease-name={fullname}"),
             "--lease-duration=4".into(),

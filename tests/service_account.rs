@@ -39,6 +39,10 @@ struct Fixture {
     sim: SimHandle,
     operator: Option<Operator>,
     resync: Duration,
+    /// Namespaces watched besides `ns`.
+    more_namespaces: Vec<String>,
+    /// Namespaces allowed to use the default user token (`None`: all).
+    allowed: Option<Vec<String>>,
 }
 
 struct Operator {
@@ -64,6 +68,8 @@ impl Fixture {
             sim,
             operator: None,
             resync,
+            more_namespaces: Vec::new(),
+            allowed: None,
         };
         fixture.put_user_token(USER_TOKEN).await;
         fixture.start();
@@ -91,11 +97,14 @@ impl Fixture {
                 key: "token".into(),
             }),
             resync_interval: self.resync,
+            default_credentials_namespaces: self.allowed.clone(),
             ..Settings::default()
         };
         let ctx = Context::new(self.client.clone(), gebeta, Metrics::new(), settings);
         let scope = WatchScope {
-            namespaces: vec![self.ns.clone()],
+            namespaces: std::iter::once(self.ns.clone())
+                .chain(self.more_namespaces.iter().cloned())
+                .collect(),
             label_selector: None,
         };
         let shutdown = CancellationToken::new();
@@ -974,5 +983,59 @@ async fn a_rotation_finishes_retiring_across_failures_and_restarts() {
             .await
             .iter()
             .any(|(reason, _)| reason == "RetireFailed")
+    );
+}
+
+/// The operator's default user token serves only the namespaces the admin allows: the same
+/// object elsewhere is refused with a clear reason, and the operator makes no Gebeta call
+/// for it.
+#[tokio::test]
+async fn default_credentials_serve_only_allowed_namespaces() {
+    let mut f = Fixture::new("gsa-creds-ns").await;
+    f.kill();
+    let other = support::namespace(&f.client, "gsa-creds-other").await;
+    f.more_namespaces = vec![other.clone()];
+    f.allowed = Some(vec![f.ns.clone()]);
+    f.start();
+    f.create("acct", web_account("allowed")).await;
+    f.wait_ready("acct").await;
+    let calls = |stats: gebeta_operator::sim::SimStats| -> u64 {
+        stats.calls.values().map(|c| c.total).sum()
+    };
+    let before = calls(f.sim.stats());
+    let gsas: Api<GebetaServiceAccount> = Api::namespaced(f.client.clone(), &other);
+    let gsa: GebetaServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "gebeta.app/v1alpha1",
+        "kind": "GebetaServiceAccount",
+        "metadata": {"name": "acct"},
+        "spec": web_account("not allowed"),
+    }))
+    .unwrap();
+    gsas.create(&PostParams::default(), &gsa).await.unwrap();
+    let status = support::eventually(DEADLINE, "CredentialsNotAllowed", || {
+        let gsas = gsas.clone();
+        async move {
+            let status = gsas.get("acct").await.ok()?.status?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            (ready.reason == "CredentialsNotAllowed").then_some(ready.clone())
+        }
+    })
+    .await;
+    assert_eq!(status.status, "False");
+    assert!(status.message.contains(&other), "{}", status.message);
+    assert!(
+        status.message.contains("userTokenSecretRef"),
+        "{}",
+        status.message
+    );
+    assert_eq!(
+        calls(f.sim.stats()),
+        before,
+        "no Gebeta call for the refused object"
+    );
+    assert_eq!(
+        f.sim.live_accounts().len(),
+        1,
+        "only the allowed object's account"
     );
 }

@@ -641,6 +641,8 @@ impl Env {
         let mut flags = vec![
             format!("--gebeta-api-url={}", self.sim.base_url()),
             format!("--user-token-secret={SYSTEM_NS}/gebeta-user-token"),
+            // The benchmark's objects live in namespaces of their own.
+            "--default-credentials-namespaces=*".into(),
             "--leader-elect=false".into(),
             format!("--instance={instance}"),
             format!("--log-level={}", self.args.operator_log_level),

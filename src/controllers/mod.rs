@@ -42,6 +42,8 @@ pub struct SecretLocation {
 pub struct Settings {
     /// The operator's own management credentials, used when an object names none.
     pub default_user_token: Option<SecretLocation>,
+    /// Namespaces whose objects may use `default_user_token` (`None`: every namespace).
+    pub default_credentials_namespaces: Option<Vec<String>>,
     /// How often an unchanged object is compared with the upstream account (drift detection).
     pub resync_interval: Duration,
     /// Lifetime assumed for an access token whose JWT carries no `exp` ([assumed]).
@@ -59,6 +61,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             default_user_token: None,
+            default_credentials_namespaces: None,
             resync_interval: Duration::from_secs(600),
             default_token_lifetime: Duration::from_secs(3600),
             max_token_lifetime: Duration::from_secs(30 * 24 * 3600),

@@ -45,6 +45,17 @@ pub struct GebetaArgs {
     /// `namespace/name`; used by GebetaServiceAccounts that name no `userTokenSecretRef`.
     #[arg(long = "user-token-secret", env = "GEBETA_USER_TOKEN_SECRET", value_name = "NAMESPACE/NAME", value_parser = parse_secret_ref)]
     pub user_token_secret: Option<(String, String)>,
+    /// Namespaces whose GebetaServiceAccounts may use `--user-token-secret` (comma-separated;
+    /// `*` for every namespace). Default: only the namespace of that Secret. Elsewhere an
+    /// object must name its own `userTokenSecretRef` (else `CredentialsNotAllowed`, and no
+    /// Gebeta call).
+    #[arg(
+        long = "default-credentials-namespaces",
+        env = "GEBETA_DEFAULT_CREDENTIALS_NAMESPACES",
+        value_name = "NS,...|*",
+        value_delimiter = ','
+    )]
+    pub default_credentials_namespaces: Vec<String>,
     /// Key of the user token in `--user-token-secret`.
     #[arg(long = "user-token-key", env = "GEBETA_USER_TOKEN_KEY", default_value = "token", value_name = "KEY", value_parser = parse_secret_key)]
     pub user_token_key: String,
@@ -201,6 +212,30 @@ impl Args {
             })
     }
 
+    /// Namespaces allowed to use the default user token (`None`: all).
+    pub fn default_credentials_namespaces(&self) -> Option<Vec<String>> {
+        let listed: Vec<String> = self
+            .gebeta
+            .default_credentials_namespaces
+            .iter()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        if listed.iter().any(|ns| ns == "*") {
+            return None;
+        }
+        if listed.is_empty() {
+            return Some(
+                self.gebeta
+                    .user_token_secret
+                    .iter()
+                    .map(|(ns, _)| ns.clone())
+                    .collect(),
+            );
+        }
+        Some(listed)
+    }
+
     /// Watched namespaces, without duplicates (empty = all).
     pub fn namespaces(&self) -> Vec<String> {
         let mut namespaces: Vec<String> = Vec::new();
@@ -339,6 +374,35 @@ mod tests {
     fn debug_assert_command() {
         use clap::CommandFactory as _;
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn default_credentials_stay_in_their_namespace_unless_allowed() {
+        let args = parse(&["--user-token-secret=ops/gebeta"]).unwrap();
+        assert_eq!(
+            args.default_credentials_namespaces(),
+            Some(vec!["ops".to_string()]),
+            "by default only the Secret's own namespace"
+        );
+        let args = parse(&[
+            "--user-token-secret=ops/gebeta",
+            "--default-credentials-namespaces=team-a, team-b",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.default_credentials_namespaces(),
+            Some(vec!["team-a".to_string(), "team-b".to_string()])
+        );
+        let args = parse(&[
+            "--user-token-secret=ops/gebeta",
+            "--default-credentials-namespaces=*",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.default_credentials_namespaces(),
+            None,
+            "every namespace"
+        );
     }
 
     #[test]

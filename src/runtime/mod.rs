@@ -61,7 +61,7 @@ pub enum ConfigError {
 pub enum RunError {
     #[error("cannot configure the Kubernetes client: {0}")]
     Kube(#[source] kube::Error),
-    #[error("cannot find a Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    #[error("cannot configure the Kubernetes client: no in-cluster or kubeconfig settings: {0}")]
     KubeConfig(#[source] kube::config::InferConfigError),
     #[error("cannot listen on --admin-addr {addr}: {source}")]
     Admin {
@@ -149,6 +149,7 @@ impl Operator {
             .unwrap_or_else(default_instance);
         let settings = Settings {
             default_user_token: args.user_token_location(),
+            default_credentials_namespaces: args.default_credentials_namespaces(),
             resync_interval: args.controllers.resync_interval,
             default_token_lifetime: args.controllers.default_token_lifetime,
             max_token_lifetime: args.controllers.max_token_lifetime,

@@ -70,6 +70,8 @@ pub const SERVICE_ACCOUNT_LABEL: &str = "gebeta.app/service-account";
 pub const TOKEN_KEY: &str = "token";
 
 const CONTROLLER: &str = "service_account";
+/// Reason when an object needs the default user token but its namespace may not use it.
+pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
 /// Reason while a replaced account could not be retired yet.
 pub const RETIRE_FAILED: &str = "RetireFailed";
 
@@ -535,11 +537,26 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
         &ctx.settings.default_user_token,
     ) {
         (Some(r), _) => (ns, r.name.clone(), r.key.clone()),
-        (None, Some(default)) => (
-            default.namespace.clone(),
-            default.name.clone(),
-            default.key.clone(),
-        ),
+        (None, Some(default)) => {
+            if let Some(allowed) = &ctx.settings.default_credentials_namespaces
+                && !allowed.contains(&ns)
+            {
+                return Err(Failure::new(
+                    CREDENTIALS_NOT_ALLOWED,
+                    format!(
+                        "the operator's default user token may not be used in namespace {ns}: \
+                         set spec.userTokenSecretRef to a user token Secret of this namespace, or \
+                         ask the cluster admin to allow the namespace \
+                         (--default-credentials-namespaces)"
+                    ),
+                ));
+            }
+            (
+                default.namespace.clone(),
+                default.name.clone(),
+                default.key.clone(),
+            )
+        }
         (None, None) => {
             return Err(Failure::new(
                 "MissingCredentials",
