@@ -1039,3 +1039,64 @@ async fn default_credentials_serve_only_allowed_namespaces() {
         "only the allowed object's account"
     );
 }
+
+/// `spec.accountId` naming an account another object created is refused: no patch of its
+/// description (no ping-pong between the two objects), and deleting the refused object leaves
+/// the account alone.
+#[tokio::test]
+async fn an_account_managed_by_another_object_is_not_adopted() {
+    let f = Fixture::new("gsa-steal").await;
+    f.create("owner", web_account("created here")).await;
+    let id = f.wait_ready("owner").await.account_id.unwrap();
+    let owner_uid = f.gsas().get("owner").await.unwrap().uid().unwrap();
+    let before = f.sim.account(&id).unwrap();
+    assert!(before.description.contains(&owner_uid));
+    let patches = f.sim.calls("patch_account");
+
+    let mut spec = web_account("taken over");
+    spec["accountId"] = json!(id);
+    f.create("thief", spec).await;
+    let status = f.wait_reason("thief", "AccountManagedElsewhere").await;
+    assert_eq!(
+        status.account_id, None,
+        "nothing recorded for the refused account"
+    );
+    assert!(!status.adopted);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.message.contains(&owner_uid), "{}", ready.message);
+    assert!(
+        f.events()
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "AccountManagedElsewhere")
+    );
+    // The owner's next comparison with upstream changes nothing either.
+    f.annotate("owner", "nudge", "1").await;
+    f.annotate("thief", "nudge", "1").await;
+    f.wait_reason("thief", "AccountManagedElsewhere").await;
+    assert_eq!(
+        f.sim.calls("patch_account"),
+        patches,
+        "no description ping-pong"
+    );
+    assert_eq!(f.sim.account(&id).unwrap().description, before.description);
+    // Deleting the refused object does not touch the account it asked for.
+    f.gsas()
+        .delete("thief", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_gone("thief").await;
+    let after = f
+        .sim
+        .account(&id)
+        .expect("the owner's account still exists");
+    assert_eq!(after.status, AccountState::Active);
+    assert_eq!(
+        f.wait_ready("owner").await.account_id.as_deref(),
+        Some(id.as_str())
+    );
+}

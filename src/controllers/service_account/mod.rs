@@ -72,6 +72,8 @@ pub const TOKEN_KEY: &str = "token";
 const CONTROLLER: &str = "service_account";
 /// Reason when an object needs the default user token but its namespace may not use it.
 pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
+/// Reason when `spec.accountId` names an account another object manages.
+pub const ACCOUNT_MANAGED_ELSEWHERE: &str = "AccountManagedElsewhere";
 /// Reason while a replaced account could not be retired yet.
 pub const RETIRE_FAILED: &str = "RetireFailed";
 
@@ -144,6 +146,25 @@ struct Reconciler {
     /// When each object's next upstream comparison is due, and at which generation: a reconcile
     /// triggered by our own writes or by a restart makes no Gebeta call until the resync is due.
     checked: Mutex<HashMap<String, (Instant, Option<i64>)>>,
+    /// The controllers' caches, to tell whether the object named by an account's marker exists.
+    stores: Mutex<Vec<kube::runtime::reflector::Store<GebetaServiceAccount>>>,
+    /// The caches see every namespace: an owner absent from them is gone.
+    cluster_wide: bool,
+}
+
+impl Reconciler {
+    /// Whether the object with `uid` may still exist: it is in a cache, or it could be in a
+    /// namespace this operator does not watch.
+    fn object_may_exist(&self, uid: &str) -> bool {
+        !self.cluster_wide
+            || self
+                .stores
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .flat_map(|s| s.state())
+                .any(|o| o.metadata.uid.as_deref() == Some(uid))
+    }
 }
 
 /// Exponential backoff state of one object.
@@ -255,6 +276,8 @@ pub async fn run(
         ctx: ctx.clone(),
         failures: Mutex::default(),
         checked: Mutex::default(),
+        stores: Mutex::default(),
+        cluster_wide: scope.namespaces.is_empty(),
     });
     let secrets_config = watcher::Config::default()
         .labels(SERVICE_ACCOUNT_LABEL)
@@ -275,6 +298,11 @@ pub async fn run(
                 .graceful_shutdown_on(shutdown.clone().cancelled_owned());
             readiness.track(controller.store());
             stores.push(controller.store());
+            reconciler
+                .stores
+                .lock()
+                .expect("not poisoned")
+                .push(controller.store());
             let reconciler = reconciler.clone();
             async move {
                 controller
@@ -672,6 +700,7 @@ async fn sync(
         },
         (None, Some(adopt)) => match ctx.gebeta.get_account(&user, &adopt).await {
             Ok(account) => {
+                refuse_foreign_account(rec, &uid, &account)?;
                 status.account_id = Some(adopt.clone());
                 status.adopted = true;
                 ctx.event(
@@ -703,6 +732,16 @@ async fn sync(
         }
     };
 
+    if status.adopted
+        && let Err(failure) = refuse_foreign_account(rec, &uid, &account)
+    {
+        // Adopted before the other object's marker was checked: let go of the account, so
+        // that neither a patch nor this object's deletion touches it.
+        status.account_id = None;
+        status.adopted = false;
+        status.state = None;
+        return Err(failure);
+    }
     status.state = Some(account.status);
     status.created_at = account.created_at.clone();
     if account.status == AccountState::Revoked {
@@ -1064,6 +1103,28 @@ async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
         Ok(_) => Ok(()),
         Err(err) if err.is_not_found() || matches!(err, gebeta::Error::Validation { .. }) => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+/// Refuses to adopt an account that carries the marker of another object that may still
+/// exist: two objects would fight over its description, and deleting one would delete the
+/// other's account.
+fn refuse_foreign_account(
+    rec: &Reconciler,
+    uid: &str,
+    account: &gebeta::Account,
+) -> Result<(), Failure> {
+    match plan::marker_uid(&account.description) {
+        Some(owner) if owner != uid && rec.object_may_exist(owner) => Err(Failure::new(
+            ACCOUNT_MANAGED_ELSEWHERE,
+            format!(
+                "account {} is managed by another GebetaServiceAccount (UID {owner}); one \
+                 account has one owner: remove spec.accountId from this object, or delete the \
+                 other object first",
+                account.id
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
