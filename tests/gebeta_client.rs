@@ -771,3 +771,61 @@ async fn tolerant_decoding_and_user_agent() {
         HashSet::from([format!("gebeta-operator/{}", env!("CARGO_PKG_VERSION"))])
     );
 }
+
+/// A listing that ends with fewer accounts than its `meta.total` is not taken as complete: it
+/// is asked again, and one that stays short is an error, never "these are all the accounts".
+#[tokio::test]
+async fn short_listings_are_retried_and_never_taken_as_complete() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let serve = |short_passes: u32| async move {
+        let requests = Arc::new(AtomicU32::new(0));
+        let counter = requests.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/service-accounts/organization",
+            get(
+                move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                    let counter = counter.clone();
+                    async move {
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        let page: u32 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                        // Page 1 then an empty page 2 make one pass.
+                        let pass = n / 2;
+                        let data = match (page, pass < short_passes) {
+                            (1, true) => serde_json::json!([
+                                {"id": "a", "platform": "WEB", "status": "ACTIVE"},
+                                {"id": "b", "platform": "WEB", "status": "ACTIVE"}
+                            ]),
+                            (1, false) => serde_json::json!([
+                                {"id": "a", "platform": "WEB", "status": "ACTIVE"},
+                                {"id": "b", "platform": "WEB", "status": "ACTIVE"},
+                                {"id": "c", "platform": "WEB", "status": "ACTIVE"}
+                            ]),
+                            _ => serde_json::json!([]),
+                        };
+                        axum::Json(serde_json::json!({"data": data, "meta": {"total": 3}}))
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        GebetaClient::new(ClientConfig {
+            base_url: format!("http://{addr}/api/v1"),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    // Short twice, then whole: the third pass is believed.
+    let listed = serve(2).await.list_accounts(&user()).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    // Always short: an error that says so.
+    let err = serve(u32::MAX)
+        .await
+        .list_accounts(&user())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("2 of meta.total 3"), "{err}");
+}

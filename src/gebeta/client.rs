@@ -37,6 +37,15 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Upper bound on organization pages (guards against a server that ignores paging).
 /// Listings started over at most, when the organization changes while it is being listed.
 const MAX_LIST_PASSES: usize = 5;
+
+/// How one pass over the listing's pages went.
+#[derive(Default)]
+struct ListPass {
+    /// Every page agreed on `meta.total`.
+    consistent: bool,
+    /// `(accounts seen, meta.total)` when the pages ended before `meta.total` accounts.
+    short_by: Option<(u64, u64)>,
+}
 const MAX_PAGES: u32 = 10_000;
 
 /// How the client talks to the API.
@@ -369,23 +378,38 @@ impl GebetaClient {
         // pass whose pages disagree on `meta.total` saw such a change, so the listing starts
         // over; the answer is the union of all passes (an account that existed throughout is
         // never missed; one deleted meanwhile may be included, which callers treat as gone).
+        // A pass that ends with fewer accounts than its `meta.total` is incomplete: concluding
+        // "no such account" from it could make recovery create a second account, so it is
+        // retried, and still incomplete after every pass it is an error.
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let mut last = ListPass::default();
         for _pass in 0..MAX_LIST_PASSES {
-            if self.list_pass(user, &mut seen, &mut out).await? {
+            last = self.list_pass(user, &mut seen, &mut out).await?;
+            if last.consistent && last.short_by.is_none() {
                 return Ok(out);
             }
         }
-        Ok(out)
+        match last.short_by {
+            None => Ok(out),
+            Some((got, total)) => Err(Error::Decode {
+                endpoint: endpoint::LIST_ACCOUNTS,
+                status: 200,
+                message: format!(
+                    "the listing stayed incomplete: {got} of meta.total {total} accounts after \
+                     {MAX_LIST_PASSES} passes"
+                ),
+            }),
+        }
     }
 
-    /// One listing of every page; true when all pages agreed on `meta.total`.
+    /// One listing of every page.
     async fn list_pass(
         &self,
         user: &Token,
         union: &mut HashSet<String>,
         out: &mut Vec<Account>,
-    ) -> Result<bool, Error> {
+    ) -> Result<ListPass, Error> {
         let ep = endpoint::LIST_ACCOUNTS;
         let limit = wire::MAX_PAGE_LIMIT;
         let mut seen = HashSet::new();
@@ -427,7 +451,13 @@ impl GebetaClient {
                 || total.is_some_and(|t| seen.len() as u64 >= t)
                 || (total.is_none() && received < limit as usize);
             if done {
-                return Ok(consistent);
+                let short_by = total
+                    .filter(|t| (seen.len() as u64) < *t)
+                    .map(|t| (seen.len() as u64, t));
+                return Ok(ListPass {
+                    consistent,
+                    short_by,
+                });
             }
         }
         Err(Error::Decode {
