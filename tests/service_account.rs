@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use gebeta_operator::{
     controllers::{
@@ -347,15 +347,69 @@ async fn created_accounts_become_ready_with_working_tokens() {
     );
 }
 
+/// Readiness follows the watches: false while the API server does not answer them (a proxy
+/// holds every connection), true once they have listed.
 #[tokio::test]
 async fn readiness_turns_true_once_the_watches_have_synced() {
-    let f = Fixture::new("gsa-ready").await;
-    let readiness = f.readiness.clone();
+    // A TCP proxy to the API server that forwards nothing until `open` gets permits.
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let mut config = support::control_plane().config();
+    let upstream = format!(
+        "{}:{}",
+        config.cluster_url.host().unwrap(),
+        config.cluster_url.port_u16().unwrap()
+    );
+    let gate = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let (gate, upstream) = (gate.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(_permit) = gate.acquire().await else {
+                    return;
+                };
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    config.cluster_url = format!("https://{proxy}").parse().unwrap();
+    let client = Client::try_from(config).unwrap();
+    let ns = support::namespace(&support::client(), "gsa-ready").await;
+    let readiness = Readiness::default();
+    let ctx = Context::new(
+        client,
+        GebetaClient::new(ClientConfig::default()).unwrap(),
+        Metrics::new(),
+        Settings::default(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(service_account::run(
+        ctx,
+        WatchScope {
+            namespaces: vec![ns],
+            label_selector: None,
+        },
+        shutdown.clone(),
+        readiness.clone(),
+    ));
+    // Not ready over a window of 2 s while nothing can be listed.
+    let window = std::time::Instant::now();
+    let mut sample = tokio::time::interval(Duration::from_millis(50));
+    while window.elapsed() < Duration::from_secs(2) {
+        sample.tick().await;
+        assert!(!readiness.is_ready(), "ready before any watch synced");
+    }
+    open.add_permits(1 << 20);
     support::eventually(DEADLINE, "the controller's watches synced", || {
         let readiness = readiness.clone();
         async move { readiness.is_ready().then_some(()) }
     })
     .await;
+    shutdown.cancel();
+    task.abort();
 }
 
 #[tokio::test]
