@@ -1154,3 +1154,35 @@ async fn an_account_managed_by_another_object_is_not_adopted() {
         Some(id.as_str())
     );
 }
+
+/// A copy of the object whose status does not name its account yet (as a watch can deliver
+/// when the Secret event comes before the status event) does not lead to a second account:
+/// the token Secret names the account, and the operator recovers it.
+#[tokio::test]
+async fn a_stale_status_without_the_account_id_recovers_instead_of_creating() {
+    let mut f = Fixture::new("gsa-stale").await;
+    f.create("acct", web_account("stale")).await;
+    let id = f.wait_ready("acct").await.account_id.unwrap();
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+    f.kill();
+    // What a stale copy shows: a token Secret naming the account, a status that does not.
+    f.gsas()
+        .patch_status(
+            "acct",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"accountId": null, "conditions": null}})),
+        )
+        .await
+        .unwrap();
+    let creates = f.sim.calls("create_account");
+    f.start();
+    let status = f.wait_ready("acct").await;
+    assert_eq!(status.account_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        f.sim.calls("create_account"),
+        creates,
+        "no second account from a stale copy"
+    );
+    assert_eq!(f.marked_accounts(&uid).len(), 1);
+    assert_eq!(f.token_of("acct").await.0, id);
+}

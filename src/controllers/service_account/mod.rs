@@ -727,7 +727,15 @@ async fn sync(
     let account = match account {
         Some(account) => account,
         None => {
-            create(gsa, api, ctx, &user, status).await?;
+            if earlier_create_evident(gsa, ctx, status).await? {
+                // Our token Secret names an account the status does not: this copy of the
+                // object predates a creation that happened. Recover that account instead of
+                // making a second one (recovery keeps the one whose token was stored).
+                recover_pending_creation(gsa, api, ctx, &user, status).await?;
+            }
+            if status.account_id.is_none() {
+                create(gsa, api, ctx, &user, status).await?;
+            }
             return check_token_secret(gsa, status, ctx).await;
         }
     };
@@ -1104,6 +1112,22 @@ async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
         Err(err) if err.is_not_found() || matches!(err, gebeta::Error::Validation { .. }) => Ok(()),
         Err(err) => Err(err),
     }
+}
+
+/// Whether this object's own token Secret names an account its status does not know.
+async fn earlier_create_evident(
+    gsa: &GebetaServiceAccount,
+    ctx: &Context,
+    status: &GebetaServiceAccountStatus,
+) -> Result<bool, Failure> {
+    let secret = secrets_api(gsa, ctx)
+        .get_opt(&token_secret_name(gsa))
+        .await?;
+    let stored = secret
+        .as_ref()
+        .filter(|s| owned_by(s, gsa))
+        .and_then(|s| s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned());
+    Ok(stored.is_some() && stored != status.account_id)
 }
 
 /// Refuses to adopt an account that carries the marker of another object that may still
