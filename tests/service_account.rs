@@ -1186,3 +1186,51 @@ async fn a_stale_status_without_the_account_id_recovers_instead_of_creating() {
     assert_eq!(f.marked_accounts(&uid).len(), 1);
     assert_eq!(f.token_of("acct").await.0, id);
 }
+
+/// Deleting a namespace that holds a GebetaServiceAccount and the user-token Secret it uses
+/// does not hang: the Secret stays readable (finalizer) until the account is cleaned up
+/// upstream, then is released, and the namespace goes away (kube-controller-manager's
+/// namespace controller does the deleting).
+#[tokio::test]
+async fn deleting_the_namespace_cleans_up_and_does_not_hang() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let f = Fixture::new("gsa-nsdel").await;
+    let mut spec = web_account("in a namespace that goes away");
+    spec["userTokenSecretRef"] = json!({"name": "gebeta-user", "key": "token"});
+    f.create("acct", spec).await;
+    let id = f.wait_ready("acct").await.account_id.unwrap();
+    let user_secret = f.secrets().get("gebeta-user").await.unwrap();
+    assert!(
+        user_secret
+            .finalizers()
+            .iter()
+            .any(|x| x == "gebeta.app/user-token-in-use"),
+        "the user-token Secret in use is protected: {:?}",
+        user_secret.finalizers()
+    );
+    // The first cleanup attempt fails upstream, so the retry comes after the namespace
+    // controller has deleted (or tried to delete) the Secret.
+    f.sim.inject("patch_account", Fault::Status(503, None), 3);
+    let namespaces: Api<Namespace> = Api::all(f.client.clone());
+    namespaces
+        .delete(&f.ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually(
+        Duration::from_secs(120),
+        "the namespace is gone",
+        || async {
+            namespaces
+                .get_opt(&f.ns)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        f.sim.account(&id).is_none(),
+        "the upstream account was deleted (deletionPolicy Delete) before the namespace went"
+    );
+}

@@ -18,6 +18,7 @@
 //! the operator dies, the object ends with exactly one live account and no orphan.
 
 pub mod plan;
+pub mod user_token;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -320,14 +321,17 @@ pub async fn run(
         CONTROLLER,
         stores,
         ctx.metrics.clone(),
-        shutdown,
+        shutdown.clone(),
         |gsa: &GebetaServiceAccount| {
             gsa.status
                 .as_ref()
                 .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY))
         },
     );
-    join_all(controllers).await;
+    tokio::join!(
+        join_all(controllers),
+        user_token::run(ctx.clone(), scope.clone(), shutdown),
+    );
 }
 
 async fn reconcile(gsa: Arc<GebetaServiceAccount>, rec: Arc<Reconciler>) -> Result<Action, Error> {
@@ -564,7 +568,7 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
         &gsa.spec.user_token_secret_ref,
         &ctx.settings.default_user_token,
     ) {
-        (Some(r), _) => (ns, r.name.clone(), r.key.clone()),
+        (Some(r), _) => (ns.clone(), r.name.clone(), r.key.clone()),
         (None, Some(default)) => {
             if let Some(allowed) = &ctx.settings.default_credentials_namespaces
                 && !allowed.contains(&ns)
@@ -599,6 +603,10 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
             format!("user token Secret {namespace}/{name} not found"),
         )
     })?;
+    if namespace == ns && gsa.metadata.deletion_timestamp.is_none() {
+        // Kept readable until this object's cleanup is done (see `user_token`).
+        user_token::protect(ctx, &secret).await?;
+    }
     let value = secret
         .data
         .as_ref()
