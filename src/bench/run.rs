@@ -258,6 +258,26 @@ pub struct RefreshReport {
     pub kube_reads: BTreeMap<String, u64>,
     #[serde(default)]
     pub kube_reads_per_replacement: Option<f64>,
+    /// Seconds from the refresh request to every token refreshed, and the new tokens per
+    /// second that makes.
+    #[serde(default)]
+    pub requested_seconds: Option<f64>,
+    #[serde(default)]
+    pub requested_tokens_per_second: Option<f64>,
+    /// Those tokens/s × writes per token ÷ the measured write ceiling (goal: ≥ 0.8): how much
+    /// of what the API server can take the operator turns into tokens.
+    #[serde(default)]
+    pub ceiling_ratio: Option<f64>,
+}
+
+/// The API server's write ceiling, probed in the same run.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CeilingReport {
+    /// Secret patches (server-side apply) per second from the bench's client at
+    /// `--concurrency`.
+    pub secret_patches_per_second: f64,
+    pub patches: u64,
 }
 
 /// (6) Restart.
@@ -299,6 +319,9 @@ pub struct Report {
     pub resources: ResourceReport,
     pub refresh: RefreshReport,
     pub restart: RestartReport,
+    /// Absent from reports made before the probe existed.
+    #[serde(default)]
+    pub ceiling: Option<CeilingReport>,
 }
 
 /// A failure that stops the run.
@@ -783,6 +806,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     })
     .await?;
 
+    say("probing the API server's write ceiling (Secret patches per second)");
+    let ceiling = write_ceiling(&client, args.concurrency).await?;
+    say(format!(
+        "  {:.0} Secret patches/s",
+        ceiling.secret_patches_per_second
+    ));
+
     let ready = ReadyTracker::start(&client, None, Some(&format!("{BENCH_LABEL}={run_id}")));
     let tokens = TokenObserver::start(&client, None);
     let operator = env.spawn_operator("bench-operator-1")?;
@@ -1202,6 +1232,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         kube_reads_per_replacement: (!writes.is_empty())
             .then(|| total_kube_reads as f64 / writes.len() as f64),
         kube_reads,
+        requested_seconds: Some(secs(requested_done)),
+        requested_tokens_per_second: Some(m as f64 / requested_done.as_secs_f64()),
+        ceiling_ratio: (!writes.is_empty()).then(|| {
+            let writes_per_token = total_kube_writes as f64 / writes.len() as f64;
+            let tokens_per_second = m as f64 / requested_done.as_secs_f64();
+            (tokens_per_second * writes_per_token / ceiling.secret_patches_per_second * 100.0)
+                .round()
+                / 100.0
+        }),
     };
     for (endpoint, ideal) in [
         ("refresh", Some(refresh.replacements)),
@@ -1260,6 +1299,59 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         resources,
         refresh,
         restart,
+        ceiling: Some(ceiling),
+    })
+}
+
+/// Measures how many Secret patches per second the API server takes from this client: 20
+/// Secrets in the system namespace, each applied again and again with a new value, at
+/// `concurrency` requests in flight (as the operator writes a token Secret).
+async fn write_ceiling(client: &Client, concurrency: usize) -> Result<CeilingReport, BenchError> {
+    const SECRETS: usize = 20;
+    const PATCHES: usize = 600;
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), SYSTEM_NS);
+    let patch = |i: usize| {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": format!("write-probe-{}", i % SECRETS)},
+            "stringData": {"token": format!("probe-value-{i}")},
+        })
+    };
+    let params = PatchParams::apply("gebeta-bench").force();
+    // Created first, so the measured requests are all updates.
+    for i in 0..SECRETS {
+        api.patch(
+            &format!("write-probe-{i}"),
+            &params,
+            &Patch::Apply(patch(i)),
+        )
+        .await?;
+    }
+    let started = Instant::now();
+    for_each_bounded((SECRETS..SECRETS + PATCHES).collect(), concurrency, |i| {
+        let (api, params) = (api.clone(), params.clone());
+        async move {
+            api.patch(
+                &format!("write-probe-{}", i % SECRETS),
+                &params,
+                &Patch::Apply(patch(i)),
+            )
+            .await
+            .map(drop)
+            .map_err(Into::into)
+        }
+    })
+    .await?;
+    let rate = PATCHES as f64 / started.elapsed().as_secs_f64();
+    for i in 0..SECRETS {
+        let _ = api
+            .delete(&format!("write-probe-{i}"), &Default::default())
+            .await;
+    }
+    Ok(CeilingReport {
+        secret_patches_per_second: (rate * 10.0).round() / 10.0,
+        patches: PATCHES as u64,
     })
 }
 
@@ -1459,6 +1551,21 @@ pub fn render(report: &Report) -> String {
             or_dash(rf.kube_writes_per_replacement, |w| format!("{w:.2}"))
         ),
     );
+    if let (Some(seconds), Some(rate), Some(ratio), Some(ceiling)) = (
+        rf.requested_seconds,
+        rf.requested_tokens_per_second,
+        rf.ceiling_ratio,
+        report.ceiling.as_ref(),
+    ) {
+        t.row(
+            "requested refresh of all",
+            format_args!(
+                "{seconds:.1}s, {rate:.1} tokens/s = {ratio:.2} of the write ceiling \
+                 ({:.0} Secret patches/s; goal: >= 0.8)",
+                ceiling.secret_patches_per_second
+            ),
+        );
+    }
     if let Some(per_token) = rf.kube_reads_per_replacement {
         t.row(
             "operator reads",
