@@ -1599,3 +1599,36 @@ async fn tokens_without_times_or_refresh_tokens_do_not_loop() {
     assert!(hour_from_now(&status), "not believed: {status:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// Tokens issued together are refreshed at different times: the planned refresh lands at
+/// 2/3 of the lifetime minus a jitter of up to a tenth of it, different per object. Without
+/// jitter every object below would plan its refresh 200 s after issue (± rounding to seconds).
+#[tokio::test]
+async fn refreshes_of_tokens_issued_together_are_spread() {
+    let mut f = Fixture::new("gat-jitter", 300, false).await;
+    f.start();
+    let names: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        f.create(name, Fixture::spec(&format!("{name}-token")))
+            .await;
+    }
+    let mut offsets = Vec::new();
+    for name in &names {
+        let status = f.wait_ready(name).await;
+        let at = |t: &Option<String>| t.as_deref().unwrap().parse::<Timestamp>().unwrap();
+        let offset = at(&status.issued_at).duration_until(at(&status.next_refresh_time));
+        offsets.push(offset.as_secs());
+    }
+    let (min, max) = (
+        *offsets.iter().min().unwrap(),
+        *offsets.iter().max().unwrap(),
+    );
+    assert!(
+        (170..=200).contains(&min) && (170..=200).contains(&max),
+        "planned 2/3 of 300 s minus up to 30 s: {offsets:?}"
+    );
+    assert!(
+        max - min >= 10,
+        "refreshes planned {min}-{max} s after issue: not spread ({offsets:?})"
+    );
+}
