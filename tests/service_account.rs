@@ -1234,3 +1234,23 @@ async fn deleting_the_namespace_cleans_up_and_does_not_hang() {
         "the upstream account was deleted (deletionPolicy Delete) before the namespace went"
     );
 }
+
+/// A 200-character description in Ge'ez script (600 bytes) is accepted, created upstream with
+/// the marker, and not reported as drift: lengths are counted in characters, as the contract's
+/// `maxLength` does.
+#[tokio::test]
+async fn a_200_character_geez_description_is_accepted() {
+    let f = Fixture::new("gsa-geez").await;
+    let description = "ሰላም".repeat(66) + "ሰላ";
+    assert_eq!(description.chars().count(), 200);
+    f.create("acct", web_account(&description)).await;
+    let id = f.wait_ready("acct").await.account_id.unwrap();
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+    let upstream = f.sim.account(&id).unwrap();
+    assert!(upstream.description.starts_with(&description));
+    assert_eq!(f.marked_accounts(&uid).len(), 1, "the marker is found");
+    let patches = f.sim.calls("patch_account");
+    f.annotate("acct", "nudge", "1").await;
+    f.wait_ready("acct").await;
+    assert_eq!(f.sim.calls("patch_account"), patches, "no drift to correct");
+}

@@ -6,7 +6,14 @@
 //! object by appending ` [gebeta-operator:<object UID>]` to the upstream description. After a
 //! crash between the create call and recording the account id, the organization list finds
 //! every account carrying this object's marker. The spec's description is limited to 200
-//! characters so that description + marker fit the upstream limit of 256.
+//! characters so that description + marker fit the upstream limit of 256 (counted in
+//! characters, as JSON Schema's `maxLength` does: a description in Ge'ez script is 3 bytes a
+//! character in UTF-8 and must fit just as well — an assumption about the live API, which
+//! the contract states only as `maxLength: 256`).
+//!
+//! The API may trim surrounding whitespace: the marker is found without the space before it,
+//! an empty description gets no space at all, and descriptions are compared trimmed, so a
+//! trimmed copy is neither a lost marker nor drift to patch for ever.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +22,7 @@ use crate::{
     gebeta::{Account, AccountConfig, AccountPatch, AccountState},
 };
 
-const MARKER_PREFIX: &str = " [gebeta-operator:";
+const MARKER_PREFIX: &str = "[gebeta-operator:";
 
 /// The marker appended to the description of every account the operator creates.
 pub fn marker(uid: &str) -> String {
@@ -25,15 +32,17 @@ pub fn marker(uid: &str) -> String {
 /// The object UID in an upstream description's marker, if it carries one.
 pub fn marker_uid(description: &str) -> Option<&str> {
     let start = description.rfind(MARKER_PREFIX)? + MARKER_PREFIX.len();
-    description[start..].strip_suffix(']')
+    description[start..].trim_end().strip_suffix(']')
 }
 
 /// The description the upstream account should have: the spec's description, plus the
 /// ownership marker for accounts the operator created (not for adopted ones).
 pub fn upstream_description(spec: &GebetaServiceAccountSpec, owner_uid: Option<&str>) -> String {
+    let description = spec.description.trim();
     match owner_uid {
-        Some(uid) => format!("{}{}", spec.description, marker(uid)),
-        None => spec.description.clone(),
+        Some(uid) if description.is_empty() => marker(uid),
+        Some(uid) => format!("{description} {}", marker(uid)),
+        None => description.to_string(),
     }
 }
 
@@ -78,7 +87,7 @@ pub fn drift(
         return (patch, changed);
     }
     let description = upstream_description(spec, owner_uid);
-    if account.description != description {
+    if account.description.trim() != description {
         patch.description = Some(description);
         changed.push("description");
     }
@@ -152,10 +161,36 @@ mod tests {
         assert!(description.len() <= 256, "{} chars", description.len());
         assert_eq!(marker_uid(&description), Some(uid));
         assert_eq!(marker_uid("plain description"), None);
+        // 200 characters of Ge'ez script (600 bytes): 256 characters with the marker.
+        s.description = "ሰ".repeat(crate::crd::service_account::MAX_DESCRIPTION_LEN);
+        let description = upstream_description(&s, Some(uid));
+        assert!(description.chars().count() <= 256);
+        assert_eq!(marker_uid(&description), Some(uid));
         assert_eq!(
             marker_uid("a [gebeta-operator:u1] then [gebeta-operator:u2]"),
             Some("u2")
         );
+    }
+
+    #[test]
+    fn the_marker_and_the_description_survive_trimming() {
+        let mut s = spec();
+        s.description = String::new();
+        let alone = upstream_description(&s, Some("u"));
+        assert_eq!(
+            alone, "[gebeta-operator:u]",
+            "no leading space to be trimmed away"
+        );
+        assert_eq!(marker_uid(" [gebeta-operator:u] \n"), Some("u"));
+        let mut acct = account(&s, "u");
+        acct.description = format!("  {alone}  ");
+        assert!(
+            drift(&s, &acct, Some("u")).0.is_empty(),
+            "trimmed upstream: no drift"
+        );
+        s.description = "  padded  ".into();
+        acct.description = "padded [gebeta-operator:u]".into();
+        assert!(drift(&s, &acct, Some("u")).0.is_empty());
     }
 
     #[test]
