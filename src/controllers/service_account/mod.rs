@@ -844,13 +844,7 @@ async fn recover_pending_creation(
     let accounts = ctx.gebeta.list_accounts(user).await.map_err(|e| {
         Failure::upstream(&e, "listing accounts to recover an interrupted creation")
     })?;
-    let secret = secrets_api(gsa, ctx)
-        .get_opt(&token_secret_name(gsa))
-        .await?;
-    let stored = secret
-        .as_ref()
-        .filter(|s| owned_by(s, gsa))
-        .and_then(|s| s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned());
+    let stored = stored_account_id(gsa, ctx).await?;
     let mut kept = None;
     for account in accounts
         .iter()
@@ -1128,14 +1122,22 @@ async fn earlier_create_evident(
     ctx: &Context,
     status: &GebetaServiceAccountStatus,
 ) -> Result<bool, Failure> {
+    let stored = stored_account_id(gsa, ctx).await?;
+    Ok(stored.is_some() && stored != status.account_id)
+}
+
+/// The account id on this object's own token Secret: the account whose token was stored.
+async fn stored_account_id(
+    gsa: &GebetaServiceAccount,
+    ctx: &Context,
+) -> Result<Option<String>, kube::Error> {
     let secret = secrets_api(gsa, ctx)
         .get_opt(&token_secret_name(gsa))
         .await?;
-    let stored = secret
+    Ok(secret
         .as_ref()
         .filter(|s| owned_by(s, gsa))
-        .and_then(|s| s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned());
-    Ok(stored.is_some() && stored != status.account_id)
+        .and_then(|s| s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned()))
 }
 
 /// Refuses to adopt an account that carries the marker of another object that may still
