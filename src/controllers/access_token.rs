@@ -264,7 +264,8 @@ pub async fn run(
         .into_iter()
         .zip(scope.apis::<GebetaServiceAccount>(&client))
     {
-        // Owned Secrets keep their managedFields: `secret::needs_apply` reads them.
+        // Owned Secrets keep the managedFields entry of our own applies (`secret::needs_apply`
+        // reads it) and nothing of other managers.
         let (owned, writer) = reflector::store();
         let owned_events = watcher(
             owned_api,
@@ -272,6 +273,15 @@ pub async fn run(
                 .labels(&owned_selector)
                 .any_semantic(),
         )
+        .modify(|s: &mut Secret| {
+            if let Some(entries) = s.metadata.managed_fields.as_mut() {
+                entries.retain(|e| {
+                    e.manager.as_deref() == Some(FIELD_MANAGER)
+                        && e.operation.as_deref() == Some("Apply")
+                        && e.subresource.as_deref().unwrap_or_default().is_empty()
+                });
+            }
+        })
         .reflect(writer)
         .touched_objects();
         let (accounts, writer) = reflector::store();
