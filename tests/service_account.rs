@@ -883,10 +883,9 @@ async fn a_stuck_finalizer_is_reported_and_can_be_released() {
     let f = Fixture::new("gsa-stuck").await;
     f.create("acct", web_account("stuck")).await;
     let id = f.wait_ready("acct").await.account_id.unwrap();
-    f.secrets()
-        .delete("gebeta-user", &DeleteParams::default())
-        .await
-        .unwrap();
+    // Management credentials that stopped working (a deleted user-token Secret no longer does
+    // this: it stays, protected by a finalizer, until cleanup is done).
+    f.put_user_token("revoked-user-token").await;
     f.gsas()
         .delete("acct", &DeleteParams::default())
         .await

@@ -603,9 +603,22 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
             format!("user token Secret {namespace}/{name} not found"),
         )
     })?;
-    if namespace == ns && gsa.metadata.deletion_timestamp.is_none() {
-        // Kept readable until this object's cleanup is done (see `user_token`).
-        user_token::protect(ctx, &secret).await?;
+    if gsa.metadata.deletion_timestamp.is_none() {
+        if secret.metadata.deletion_timestamp.is_some() {
+            // Kept only so that objects being deleted can clean up (see `user_token`): a
+            // deleted credential is not used for anything else.
+            return Err(Failure::new(
+                "MissingCredentials",
+                format!(
+                    "user token Secret {namespace}/{name} is being deleted; it is kept only \
+                     until the objects using it are cleaned up"
+                ),
+            ));
+        }
+        if namespace == ns {
+            // Kept readable until this object's cleanup is done (see `user_token`).
+            user_token::protect(ctx, &secret).await?;
+        }
     }
     let value = secret
         .data
@@ -735,15 +748,7 @@ async fn sync(
     let account = match account {
         Some(account) => account,
         None => {
-            if earlier_create_evident(gsa, ctx, status).await? {
-                // Our token Secret names an account the status does not: this copy of the
-                // object predates a creation that happened. Recover that account instead of
-                // making a second one (recovery keeps the one whose token was stored).
-                recover_pending_creation(gsa, api, ctx, &user, status).await?;
-            }
-            if status.account_id.is_none() {
-                create(gsa, api, ctx, &user, status).await?;
-            }
+            create(gsa, api, ctx, &user, status).await?;
             return check_token_secret(gsa, status, ctx).await;
         }
     };
@@ -912,8 +917,9 @@ async fn create(
     let uid = gsa.uid().unwrap_or_default();
     let secrets = secrets_api(gsa, ctx);
     let secret_name = token_secret_name(gsa);
-    if let Some(existing) = secrets.get_opt(&secret_name).await?
-        && !owned_by(&existing, gsa)
+    let existing = secrets.get_opt(&secret_name).await?;
+    if let Some(existing) = &existing
+        && !owned_by(existing, gsa)
     {
         return Err(Failure::new(
             "SecretConflict",
@@ -921,6 +927,18 @@ async fn create(
                 "Secret {secret_name} exists and is not managed by this GebetaServiceAccount; refusing to overwrite it"
             ),
         ));
+    }
+    let stored = existing
+        .as_ref()
+        .and_then(|s| s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned());
+    if stored.is_some() && stored != status.account_id {
+        // Our token Secret names an account the status does not: this copy of the object
+        // predates a creation that happened. Recover that account instead of making a second
+        // one (recovery keeps the account whose token was stored).
+        recover_pending_creation(gsa, api, ctx, user, status).await?;
+        if status.account_id.is_some() {
+            return Ok(());
+        }
     }
 
     status.pending_creation = Some(PendingCreation {
@@ -1114,16 +1132,6 @@ async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
         Err(err) if err.is_not_found() || matches!(err, gebeta::Error::Validation { .. }) => Ok(()),
         Err(err) => Err(err),
     }
-}
-
-/// Whether this object's own token Secret names an account its status does not know.
-async fn earlier_create_evident(
-    gsa: &GebetaServiceAccount,
-    ctx: &Context,
-    status: &GebetaServiceAccountStatus,
-) -> Result<bool, Failure> {
-    let stored = stored_account_id(gsa, ctx).await?;
-    Ok(stored.is_some() && stored != status.account_id)
 }
 
 /// The account id on this object's own token Secret: the account whose token was stored.
