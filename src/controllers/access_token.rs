@@ -1524,6 +1524,7 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::access_token::secret::tests::gat;
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
     fn jwt(payload: &str) -> String {
@@ -1531,28 +1532,6 @@ mod tests {
             "{}.{}.c2ln",
             URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#),
             URL_SAFE_NO_PAD.encode(payload)
-        )
-    }
-
-    fn gat(template: Option<crate::crd::access_token::SecretTemplate>) -> GebetaAccessToken {
-        let source = TokenSource {
-            service_account_ref: None,
-            secret_key_ref: Some(crate::crd::SecretKeySelector {
-                name: "in".into(),
-                key: "k".into(),
-            }),
-        };
-        GebetaAccessToken::new(
-            "maps",
-            crate::crd::GebetaAccessTokenSpec {
-                client_token: source.clone(),
-                server_token: source,
-                secret_name: "maps-token".into(),
-                secret_template: template,
-                refresh_before: None,
-                rollout_restart_targets: vec![],
-                suspended: false,
-            },
         )
     }
 
@@ -1602,34 +1581,17 @@ mod tests {
         let now = Timestamp::from_second(1_800_000_000).unwrap();
         let hour = Duration::from_secs(3600);
         let month = Duration::from_secs(30 * 24 * 3600);
-        let ok = validate(
-            &jwt(r#"{"iat":1800000000,"exp":1800000060}"#),
-            now,
-            hour,
-            month,
-        )
-        .unwrap();
+        let times = |payload: &str| validate(&jwt(payload), now, hour, month).unwrap();
+        let ok = times(r#"{"iat":1800000000,"exp":1800000060}"#);
         assert_eq!(ok.lifetime(), Duration::from_secs(60));
-        let no_exp = validate(&jwt(r#"{"sub":"x"}"#), now, hour, month).unwrap();
+        let no_exp = times(r#"{"sub":"x"}"#);
         assert_eq!(no_exp.lifetime(), hour);
         // Valid for ten years: not believed, planned as a token without `exp`.
-        let decade = validate(
-            &jwt(r#"{"iat":1800000000,"exp":2115360000}"#),
-            now,
-            hour,
-            month,
-        )
-        .unwrap();
+        let decade = times(r#"{"iat":1800000000,"exp":2115360000}"#);
         assert_eq!(decade.lifetime(), hour);
         assert_eq!(decade.issued_at, now);
         // Just within the limit: believed.
-        let long = validate(
-            &jwt(r#"{"iat":1800000000,"exp":1802592000}"#),
-            now,
-            hour,
-            month,
-        )
-        .unwrap();
+        let long = times(r#"{"iat":1800000000,"exp":1802592000}"#);
         assert_eq!(long.lifetime(), month);
         for (token, what) in [
             ("", "empty"),

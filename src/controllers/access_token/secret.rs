@@ -382,7 +382,7 @@ pub fn needs_apply(current: &Secret, desired: &Secret) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::crd::{
         GebetaAccessTokenSpec, SecretKeySelector,
@@ -390,7 +390,8 @@ mod tests {
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
-    fn gat(template: Option<SecretTemplate>) -> GebetaAccessToken {
+    /// Object `maps` in namespace `ns` writing `maps-token`, both tokens from Secret `in`.
+    pub(crate) fn gat(template: Option<SecretTemplate>) -> GebetaAccessToken {
         let source = TokenSource {
             service_account_ref: None,
             secret_key_ref: Some(SecretKeySelector {
