@@ -678,8 +678,14 @@ impl<'a> Reconcile<'a> {
                 .filter(|u| u.token.as_ref().is_none_or(|(_, t)| t.is_valid_at(now)));
             let result = match (unwritten, decided) {
                 (Some(u), _) => {
-                    // Answered before but not stored: store it, call nothing.
+                    // Answered before but not stored: store it, call nothing. The failed
+                    // write may have landed after all (an answer lost with the connection),
+                    // and the cache may not show it yet: read both Secrets so that a write
+                    // that did land is not made twice.
                     self.work().await;
+                    let ours = |s: Option<Secret>| s.filter(|s| secret::is_ours(&s.metadata, &uid));
+                    let target = ours(self.secrets.get_opt(&spec.secret_name).await?);
+                    refresh = ours(self.secrets.get_opt(&refresh_name).await?);
                     self.store(&obj, u, &mut refresh, target.as_ref())
                         .await?
                         .map(Exchange::Issued)
