@@ -397,6 +397,8 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     assert!(
         container["resources"]["requests"]["memory"].is_string()
             && container["resources"]["limits"]["memory"].is_string()
+            && container["resources"]["requests"]["ephemeral-storage"].is_string()
+            && container["resources"]["limits"]["ephemeral-storage"].is_string()
     );
     let env: Vec<&str> = container["env"]
         .as_array()
