@@ -389,19 +389,12 @@ pub async fn run(
 
 /// Keeps the overdue-refresh gauges current, every second until `shutdown`.
 fn report_backlog(gate: Arc<DeadlineGate>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let backlog = gate.backlog();
-            metrics.refreshes_overdue.set(backlog.waiting as i64);
-            metrics
-                .refresh_oldest_overdue
-                .set(backlog.oldest_wait_seconds);
-        }
+    super::every(Duration::from_secs(1), shutdown, move || {
+        let backlog = gate.backlog();
+        metrics.refreshes_overdue.set(backlog.waiting as i64);
+        metrics
+            .refresh_oldest_overdue
+            .set(backlog.oldest_wait_seconds);
     });
 }
 
@@ -412,7 +405,9 @@ async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<A
     let span =
         tracing::info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
     let key = (ns.clone(), name.clone());
-    let state = shared.states().get(&key).cloned().unwrap_or_default();
+    // Taken out for the reconcile and put back after it: the runner never reconciles one
+    // object twice at once, and `error_policy` runs after the put-back.
+    let state = shared.states().remove(&key).unwrap_or_default();
     let mut run = Reconcile::new(&shared, ns, name, state);
     let result = run.reconcile(obj.clone()).instrument(span.clone()).await;
     match &result {
@@ -475,7 +470,6 @@ struct Reconcile<'a> {
     shared: &'a Shared,
     ns: String,
     name: String,
-    uid: String,
     state: ObjState,
     api: Api<GebetaAccessToken>,
     secrets: Api<Secret>,
@@ -497,7 +491,6 @@ impl<'a> Reconcile<'a> {
             shared,
             ns,
             name,
-            uid: String::new(),
             state,
             deadline: Timestamp::now(),
             permit: None,
@@ -511,7 +504,10 @@ impl<'a> Reconcile<'a> {
     }
 
     fn forget(&mut self) -> Action {
+        // This reconcile holds the object's state (see `reconcile`), so its versions are
+        // forgotten here rather than by `Shared::forget`.
         self.shared.forget(&self.ns, &self.name);
+        self.ctx().own_writes.forget(&self.state.uid);
         self.gone = true;
         Action::await_change()
     }
@@ -564,7 +560,6 @@ impl<'a> Reconcile<'a> {
                 ..ObjState::default()
             };
         }
-        self.uid = uid.clone();
         if self
             .ctx()
             .own_writes
@@ -1277,7 +1272,7 @@ impl<'a> Reconcile<'a> {
             )
             .await?;
         self.ctx().own_writes.record_over(
-            &self.uid,
+            &self.state.uid,
             before.as_deref(),
             written.resource_version().as_deref(),
         );
@@ -1307,7 +1302,7 @@ impl<'a> Reconcile<'a> {
         };
         if let Ok(written) = self.api.patch_status(&self.name, &params, &patch).await {
             self.ctx().own_writes.record_over(
-                &self.uid,
+                &self.state.uid,
                 obj.resource_version().as_deref(),
                 written.resource_version().as_deref(),
             );

@@ -260,22 +260,32 @@ pub fn report_ready_counts<K>(
     K: kube::Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    every(Duration::from_secs(5), shutdown, move || {
+        let (mut ready, mut not_ready) = (0, 0);
+        for obj in stores.iter().flat_map(|s| s.state()) {
+            if is_ready(&obj) {
+                ready += 1;
+            } else {
+                not_ready += 1;
+            }
+        }
+        metrics.set_objects(controller, ready, not_ready);
+    });
+}
+
+/// Runs `f` every `period` (the first time at once) until `shutdown`, on a task of its own.
+pub fn every(
+    period: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut f: impl FnMut() + Send + 'static,
+) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(period);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tick.tick() => f(),
             }
-            let (mut ready, mut not_ready) = (0, 0);
-            for obj in stores.iter().flat_map(|s| s.state()) {
-                if is_ready(&obj) {
-                    ready += 1;
-                } else {
-                    not_ready += 1;
-                }
-            }
-            metrics.set_objects(controller, ready, not_ready);
         }
     });
 }

@@ -125,9 +125,10 @@ impl DeadlineGate {
             gate: self.clone(),
             receiver,
         };
-        // The sender is only dropped after a successful send (release keeps it until then).
+        // The sender is only dropped after a send (release keeps it until then). The grant
+        // is taken here, so dropping `waiting` afterwards hands nothing on.
         let _ = (&mut waiting.receiver).await;
-        waiting.granted()
+        Permit { gate: self.clone() }
     }
 
     /// Hands a returned permit to the most urgent live waiter, or frees it.
@@ -166,17 +167,6 @@ impl DeadlineGate {
 struct Waiting {
     gate: Arc<DeadlineGate>,
     receiver: oneshot::Receiver<()>,
-}
-
-impl Waiting {
-    fn granted(mut self) -> Permit {
-        // Closed so that Drop below does not release the permit this returns.
-        self.receiver.close();
-        let _ = self.receiver.try_recv();
-        Permit {
-            gate: self.gate.clone(),
-        }
-    }
 }
 
 impl Drop for Waiting {

@@ -895,15 +895,17 @@ async fn recover_pending_creation(
         )
         .await;
     }
+    // A rotation that got as far as storing the new token: the old account goes the way of
+    // every replaced one (a rotation records it before creating, this covers older records).
+    if let (Some(old), Some(new)) = (previous, status.account_id.as_ref())
+        && old != *new
+        && !status.retiring.contains(&old)
+    {
+        status.retiring.push(old);
+    }
     status.pending_creation = None;
     write_status(api, ctx, &gsa.name_any(), status).await?;
-    // A rotation that got as far as storing the new token retires the old account now.
-    if let (Some(old), Some(new)) = (previous, status.account_id.clone())
-        && old != new
-    {
-        retire(ctx, user, &old, gsa.spec.deletion_policy).await?;
-    }
-    Ok(())
+    retire_replaced(gsa, api, ctx, user, status).await
 }
 
 /// Creates the account, stores its token, records its id — in that order, see the module docs.
@@ -1279,6 +1281,7 @@ async fn cleanup(
         let mut ids: Vec<String> = status.account_id.iter().cloned().collect();
         // Replaced accounts not retired yet go with the object.
         ids.extend(status.retiring.iter().cloned());
+        ids.sort();
         ids.dedup();
         if status.pending_creation.is_some() {
             let accounts = ctx
@@ -1292,6 +1295,7 @@ async fn cleanup(
                     .filter(|a| plan::marker_uid(&a.description) == Some(uid.as_str()))
                     .map(|a| a.id),
             );
+            ids.sort();
             ids.dedup();
         }
         for id in &ids {
