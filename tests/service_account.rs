@@ -234,6 +234,18 @@ impl Fixture {
         .await;
     }
 
+    /// Events are posted after the change they report, so a test waits for them.
+    async fn wait_event(&self, reason: &str) {
+        support::eventually(DEADLINE, &format!("event {reason}"), || async {
+            self.events()
+                .await
+                .iter()
+                .any(|(r, _)| r == reason)
+                .then_some(())
+        })
+        .await
+    }
+
     async fn events(&self) -> Vec<(String, String)> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         events
@@ -333,17 +345,12 @@ async fn created_accounts_become_ready_with_working_tokens() {
     // Secrets stay secret: no status or event carries a token.
     let status_text = serde_json::to_string(&gsa.status).unwrap();
     assert!(!status_text.contains(&client_token));
+    f.wait_event("Created").await;
     assert!(
         f.events()
             .await
             .iter()
             .all(|(_, note)| !note.contains(&client_token))
-    );
-    assert!(
-        f.events()
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "Created")
     );
 }
 
@@ -581,12 +588,7 @@ async fn out_of_band_changes_are_handled() {
         }
     })
     .await;
-    assert!(
-        f.events()
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "DriftCorrected")
-    );
+    f.wait_event("DriftCorrected").await;
 
     // Deleted upstream: recreated, with the new token stored.
     f.sim.delete_account(&first);
@@ -610,12 +612,7 @@ async fn out_of_band_changes_are_handled() {
         second,
         "the Secret holds the new account's token"
     );
-    assert!(
-        f.events()
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "AccountDeletedUpstream")
-    );
+    f.wait_event("AccountDeletedUpstream").await;
 
     // Revoked upstream: reported, not silently recreated.
     let creates = f.sim.calls("create_account");
@@ -774,12 +771,7 @@ async fn crash_between_create_and_secret_write_leaves_exactly_one_account() {
     );
     assert_eq!(status.account_id.as_deref(), Some(live[0].id.as_str()));
     assert_eq!(f.token_of("acct").await.0, live[0].id);
-    assert!(
-        f.events()
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "OrphanDeleted")
-    );
+    f.wait_event("OrphanDeleted").await;
 }
 
 #[tokio::test]
@@ -1031,12 +1023,7 @@ async fn a_rotation_finishes_retiring_across_failures_and_restarts() {
     let live = f.marked_accounts(&uid);
     assert_eq!(live.len(), 1, "exactly one live account: {live:?}");
     assert_eq!(live[0].status, AccountState::Active);
-    assert!(
-        f.events()
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "RetireFailed")
-    );
+    f.wait_event("RetireFailed").await;
 }
 
 /// The operator's default user token serves only the namespaces the admin allows: the same
@@ -1121,12 +1108,7 @@ async fn an_account_managed_by_another_object_is_not_adopted() {
         .find(|c| c.type_ == "Ready")
         .unwrap();
     assert!(ready.message.contains(&owner_uid), "{}", ready.message);
-    assert!(
-        f.events()
-            .await
-            .iter()
-            .any(|(reason, _)| reason == "AccountManagedElsewhere")
-    );
+    f.wait_event("AccountManagedElsewhere").await;
     // The owner's next comparison with upstream changes nothing either.
     f.annotate("owner", "nudge", "1").await;
     f.annotate("thief", "nudge", "1").await;
