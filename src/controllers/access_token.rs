@@ -2,19 +2,21 @@
 //! short-lived access token, keeps it in a Secret that workloads mount, and refreshes it
 //! before it expires.
 //!
-//! # One reconcile
+//! # One reconcile: fetch → plan → act → report
 //!
-//! 1. read what exists: the target Secret, the operator-only refresh Secret (see [`secret`]),
-//!    and, unless suspended, the input tokens (a Secret key, or a ready
-//!    `GebetaServiceAccount`'s token Secret); every name is recorded in a reverse index before
-//!    it is read, so a later change of it wakes the object;
-//! 2. decide ([`plan`]): nothing until the planned refresh time ([`schedule`]), or refresh
-//!    with the stored refresh token, or authenticate (first token, changed inputs, dead
-//!    refresh token), or wait for a backoff;
-//! 3. write, only what differs: the refresh Secret first (a rotated refresh token must
-//!    survive a crash), then the target Secret; then restart the `rolloutRestartTargets`;
-//! 4. write the status if it changed, publish events on transitions only, requeue at the
-//!    next planned time.
+//! 1. fetch (`Reconcile::fetch`): the target Secret and the operator-only refresh Secret
+//!    (see [`secret`]) from the owned-Secret cache, and, unless suspended, the input tokens
+//!    (a Secret key, or a ready `GebetaServiceAccount`'s token Secret), reused while no
+//!    watch event touched them; every name is recorded in a reverse index before it is read,
+//!    so a later change of it wakes the object;
+//! 2. plan ([`plan::Situation::decide`], pure): nothing until the planned refresh time
+//!    ([`schedule`]), or refresh with the stored refresh token, or authenticate (first
+//!    token, changed inputs, dead or possibly rotated refresh token), or wait for a backoff;
+//! 3. act (`Reconcile::act`), after a permit from the deadline [`gate`]: the call, then
+//!    only what differs: the refresh Secret first (a rotated refresh token must survive a
+//!    crash), then the target Secret; then restart the opted-in `rolloutRestartTargets`;
+//! 4. report ([`report::report`], pure): the status (written if it changed), the events
+//!    (on transitions only) and when to look again.
 //!
 //! A reconcile with nothing due makes no Gebeta call and no Kubernetes write, which is also
 //! what happens for every object after an operator restart while its token is still fresh:
@@ -53,6 +55,7 @@
 pub mod gate;
 pub mod index;
 pub mod plan;
+pub mod report;
 pub mod schedule;
 pub mod secret;
 
@@ -86,7 +89,8 @@ use tracing::Instrument;
 use self::{
     gate::{DeadlineGate, Permit},
     index::{RefIndex, Refs},
-    plan::{Call, Decision, Health, Problem, Situation, reason},
+    plan::{Call, Decision, Problem, Situation, reason},
+    report::{Exchanged, Observed},
     schedule::TokenTimes,
     secret::{Keys, RefreshState},
 };
@@ -462,6 +466,30 @@ enum Exchange {
     },
 }
 
+/// What one reconcile found (see [`Reconcile::fetch`]).
+struct Fetched {
+    /// The target Secret, if ours.
+    target: Option<Secret>,
+    had_token_secret: bool,
+    /// The refresh Secret (ours, or in the way).
+    refresh: Option<Secret>,
+    /// The spec or a foreign Secret blocks the object.
+    hard_blocker: Option<Problem>,
+    current_token: Option<String>,
+    token_present: bool,
+    session: RefreshState,
+    /// Effective times of the token in the target Secret.
+    times: Option<TokenTimes>,
+}
+
+/// What deciding and calling did (see [`Reconcile::act`]).
+#[derive(Default)]
+struct Acted {
+    decision: Option<Decision>,
+    exchanged: Option<Exchanged>,
+    input_problem: Option<Problem>,
+}
+
 /// The cache shows a copy older than one of our own writes: acting on it would repeat work.
 struct Stale;
 
@@ -575,29 +603,120 @@ impl<'a> Reconcile<'a> {
             _ => Refs::of_spec(&obj),
         };
         self.shared.index.set(&self.ns, &self.name, refs);
-        let ctx = self.shared.ctx.clone();
         let now = Timestamp::now();
-        let spec = &obj.spec;
-        let keys = Keys::of(&obj);
-        let refresh_name = secret::refresh_secret_name(&self.name);
         let prev = obj.status.clone().unwrap_or_default();
+        let Some(mut fetched) = self.fetch(&obj).await? else {
+            return Ok(Action::requeue(STALE_RECHECK));
+        };
+        self.deadline = fetched
+            .times
+            .filter(|t| t.is_valid_at(now))
+            .map_or(now, |t| t.expires_at);
+        self.state.expires_at = fetched.times.map(|t| t.expires_at);
+        let request = obj
+            .annotations()
+            .get(REFRESH_ANNOTATION)
+            .filter(|v| !v.is_empty())
+            .cloned();
+        let manual_request = request.is_some() && request != prev.observed_refresh_request;
+        let spec = &obj.spec;
+        let blocked = fetched.hard_blocker.is_some();
 
-        // What exists: owned Secrets from the cache; a name the cache lacks is looked up, as
-        // a Secret there that is not ours (no labels) must never be written over.
+        // Decide and call (or store an earlier answer).
+        let acted = if blocked || spec.suspended {
+            Acted::default()
+        } else {
+            self.act(&obj, now, &mut fetched, request.clone(), manual_request)
+                .await?
+        };
+        if let Some(t) = fetched.times {
+            self.ctx()
+                .metrics
+                .set_token_expiry(&self.ns, &self.name, t.expires_at.as_second());
+        }
+        let issued = matches!(acted.exchanged, Some(Exchanged::Issued(_)));
+
+        // The current token's Secret as the spec wants it (template changed, or edited by
+        // someone): written only if something we own differs.
+        if !blocked
+            && !spec.suspended
+            && !issued
+            && let (Some(token), Some(t)) = (fetched.current_token.as_deref(), fetched.times)
+            && t.is_valid_at(now)
+        {
+            let mut current = fetched.target.clone();
+            let desired = secret::target_secret(&obj, token, &t);
+            self.apply_secret(desired, &mut current).await?;
+        }
+
+        // Rollout restarts for a new token.
+        let restart_skipped = if blocked {
+            Vec::new()
+        } else {
+            self.restart_targets(&obj).await
+        };
+
+        // Report: status, events, next look.
+        let type_kept = self
+            .type_kept
+            .take()
+            .filter(|_| !self.state.type_change_reported);
+        self.state.type_change_reported |= type_kept.is_some();
+        let report = report::report(&Observed {
+            now,
+            name: &self.name,
+            generation: obj.metadata.generation,
+            prev: &prev,
+            secret_name: &spec.secret_name,
+            suspended: spec.suspended,
+            refresh_before: refresh_before(&obj),
+            seed: schedule::jitter_seed(&self.state.uid),
+            hard_blocker: fetched.hard_blocker,
+            input_problem: acted.input_problem,
+            decision: acted.decision,
+            exchanged: acted.exchanged,
+            token_present: fetched.token_present,
+            times: fetched.times,
+            had_token_secret: fetched.had_token_secret,
+            request: request.as_deref(),
+            manual_request,
+            type_kept,
+            restart_skipped,
+            restart_pending: self.state.pending_restart.is_some(),
+        });
+        if report.status != prev {
+            self.write_status(obj.resource_version(), &report.status)
+                .await?;
+        }
+        self.ctx()
+            .publish(&obj.object_ref(&()), report.events)
+            .await;
+        let after =
+            Duration::try_from(Timestamp::now().duration_until(report.wake_at)).unwrap_or_default();
+        Ok(Action::requeue(after.max(Duration::from_millis(50))))
+    }
+
+    /// What exists: owned Secrets from the cache; a name the cache lacks is looked up, as a
+    /// Secret there that is not ours (no labels) must never be written over. `None` when the
+    /// cache has not caught up with one of our writes.
+    async fn fetch(&mut self, obj: &GebetaAccessToken) -> Result<Option<Fetched>, Error> {
+        let spec = &obj.spec;
+        let uid = self.state.uid.clone();
+        let keys = Keys::of(obj);
+        let refresh_name = secret::refresh_secret_name(&self.name);
         let (Ok(target), Ok(refresh)) = (self.owned(&spec.secret_name), self.owned(&refresh_name))
         else {
-            return Ok(Action::requeue(STALE_RECHECK));
+            return Ok(None);
         };
         let target = match target {
             Some(s) => Some(s),
             None => self.secrets.get_opt(&spec.secret_name).await?,
         };
-        let mut refresh = match refresh {
+        let refresh = match refresh {
             Some(s) => Some(s),
             None => self.secrets.get_opt(&refresh_name).await?,
         };
-        let spec_problem = check_spec(&obj, &keys, &refresh_name);
-        let refresh_before = spec.refresh_before.as_deref().and_then(parse_duration);
+        let spec_problem = check_spec(obj, &keys, &refresh_name);
         let conflict = [(&target, &spec.secret_name), (&refresh, &refresh_name)]
             .into_iter()
             .find(|(s, _)| {
@@ -607,7 +726,6 @@ impl<'a> Reconcile<'a> {
             .map(|(_, name)| conflict(name));
         let hard_blocker = spec_problem.or(conflict);
         let target = target.filter(|s| secret::is_ours(&s.metadata, &uid));
-        let had_token_secret = target.is_some();
         let current_token = target
             .as_ref()
             .and_then(|s| secret::read_value(s, &keys.token));
@@ -615,7 +733,7 @@ impl<'a> Reconcile<'a> {
             Some(s) if hard_blocker.is_none() => RefreshState::from_secret(s),
             _ => RefreshState::default(),
         };
-        let mut times = current_token.as_deref().and_then(|t| {
+        let times = current_token.as_deref().and_then(|t| {
             target
                 .as_ref()
                 .and_then(secret::recorded_times)
@@ -625,326 +743,144 @@ impl<'a> Reconcile<'a> {
                     TokenTimes::from_claims(claims.expires_at(), claims.issued_at())
                 })
         });
-        let mut token_present = current_token.is_some();
-        self.deadline = times
-            .filter(|t| t.is_valid_at(now))
-            .map_or(now, |t| t.expires_at);
-        self.state.expires_at = times.map(|t| t.expires_at);
+        Ok(Some(Fetched {
+            had_token_secret: target.is_some(),
+            token_present: current_token.is_some(),
+            target,
+            refresh,
+            hard_blocker,
+            current_token,
+            session,
+            times,
+        }))
+    }
 
-        // Decide and act.
-        let request = obj
-            .annotations()
-            .get(REFRESH_ANNOTATION)
-            .filter(|v| !v.is_empty())
-            .cloned();
-        let manual_request = request.is_some() && request != prev.observed_refresh_request;
-        let mut input_problem = None;
-        let mut decision = None;
-        let mut exchange = None;
-        if hard_blocker.is_none() && !spec.suspended {
-            let inputs = self.inputs(&obj).await?;
-            let fingerprint = inputs
-                .as_ref()
-                .ok()
-                .map(|(c, s)| secret::source_fingerprint(c, s));
-            let retry_key = (fingerprint.clone(), request.clone());
-            let retry_at = self
-                .state
-                .retry_at
-                .filter(|_| self.state.retry_key.as_ref() == Some(&retry_key));
-            let situation = Situation {
-                now,
-                token: times,
-                has_session: session.refresh_token.is_some(),
-                fingerprint: fingerprint.as_deref(),
-                session_fingerprint: session.source_fingerprint.as_deref(),
-                refresh_before,
-                seed: schedule::jitter_seed(&uid),
-                manual_request,
-                retry_at,
-                refresh_outcome_unknown: self.state.refresh_outcome_unknown,
-            };
-            let decided = situation.decide();
-            decision = Some(decided);
-            let unwritten = self
-                .state
-                .unwritten
-                .take()
-                .filter(|u| u.token.as_ref().is_none_or(|(_, t)| t.is_valid_at(now)));
-            let result = match (unwritten, decided) {
-                (Some(u), _) => {
-                    // Answered before but not stored: store it, call nothing. The failed
-                    // write may have landed after all (an answer lost with the connection),
-                    // and the cache may not show it yet: read both Secrets so that a write
-                    // that did land is not made twice.
-                    self.work().await;
-                    let ours = |s: Option<Secret>| s.filter(|s| secret::is_ours(&s.metadata, &uid));
-                    let target = ours(self.secrets.get_opt(&spec.secret_name).await?);
-                    refresh = ours(self.secrets.get_opt(&refresh_name).await?);
-                    self.store(&obj, u, &mut refresh, target.as_ref())
-                        .await?
-                        .map(Exchange::Issued)
-                }
-                (None, Decision::Call(call)) => {
-                    tracing::debug!(?call, "calling the Gebeta API");
-                    self.work().await;
-                    Some(
-                        self.exchange(
-                            &obj,
-                            call,
-                            inputs.as_ref().ok(),
-                            fingerprint,
-                            &session,
-                            &mut refresh,
-                            target.as_ref(),
-                        )
-                        .await?,
-                    )
-                }
-                (None, _) => None,
-            };
-            match &result {
-                Some(Exchange::Issued(new_times)) => {
-                    tracing::info!(
-                        expires_at = %new_times.expires_at,
-                        "wrote a new access token"
-                    );
-                    self.state.failures = 0;
-                    self.state.retry_at = None;
-                    self.state.retry_key = None;
-                    self.state.expires_at = Some(new_times.expires_at);
-                    times = Some(*new_times);
-                    token_present = true;
-                    if !spec.rollout_restart_targets.is_empty() {
-                        self.state.pending_restart =
-                            Some(conditions::format_time(new_times.issued_at));
-                    }
-                }
-                Some(Exchange::Failed {
-                    problem,
-                    retry_after,
-                }) => {
-                    ctx.metrics.refresh_failed(problem.reason);
-                    self.state.failures = self.state.failures.saturating_add(1);
-                    let remaining = times
-                        .filter(|t| t.is_valid_at(now))
-                        .map(|t| t.remaining(now));
-                    let delay = schedule::retry_delay(
-                        self.state.failures,
-                        *retry_after,
-                        remaining,
-                        rand::random::<f64>(),
-                    );
-                    tracing::warn!(
-                        reason = problem.reason,
-                        error = %problem.message,
-                        retry_in = ?delay,
-                        "access token exchange failed"
-                    );
-                    self.state.retry_at = now
-                        .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
-                        .ok();
-                    self.state.retry_key = Some(retry_key);
-                }
-                None => {}
-            }
-            exchange = result;
-            input_problem = inputs.err();
-        }
-        if let Some(t) = times {
-            ctx.metrics
-                .set_token_expiry(&self.ns, &self.name, t.expires_at.as_second());
-        }
-        let issued = matches!(exchange, Some(Exchange::Issued(_)));
-
-        // The current token's Secret as the spec wants it (template changed, or edited by
-        // someone): written only if something we own differs.
-        if hard_blocker.is_none()
-            && !spec.suspended
-            && !issued
-            && let (Some(token), Some(t)) = (current_token.as_deref(), times)
-            && t.is_valid_at(now)
-        {
-            let mut current = target.clone();
-            let desired = secret::target_secret(&obj, token, &t);
-            self.apply_secret(desired, &mut current).await?;
-        }
-
-        // Rollout restarts for a new token.
-        let restart_skipped = if hard_blocker.is_none() {
-            self.restart_targets(&obj).await
-        } else {
-            Vec::new()
-        };
-        // Status.
-        let failure = match &exchange {
-            Some(Exchange::Issued(_)) => None,
-            Some(Exchange::Failed { problem, .. }) => Some(problem.clone()),
-            None => prev.last_failure_reason.as_deref().and_then(|r| {
-                let reason = reason::CALL_FAILURES.into_iter().find(|c| *c == r)?;
-                Some(Problem::new(
-                    reason,
-                    prev.last_failure_message.clone().unwrap_or_default(),
-                ))
-            }),
-        };
-        let blocker = hard_blocker.or(input_problem);
-        let next_refresh = match (&exchange, decision) {
-            _ if spec.suspended
-                || blocker
-                    .as_ref()
-                    .is_some_and(|b| times.is_none() || is_hard(b)) =>
-            {
-                None
-            }
-            (Some(Exchange::Issued(t)), _) => Some(schedule::refresh_at(
-                t,
-                refresh_before,
-                schedule::jitter_seed(&uid),
-            )),
-            (Some(Exchange::Failed { .. }), _) => self.state.retry_at,
-            (None, Some(Decision::Wait { refresh_at })) => Some(refresh_at),
-            (None, Some(Decision::BackOff { until })) => Some(until),
-            _ => None,
-        };
-        let (ready, ready_reason, message) = plan::ready(&Health {
-            now,
-            secret_name: &spec.secret_name,
-            token_present,
-            token: times,
-            suspended: spec.suspended,
-            blocker: blocker.as_ref(),
-            failure: failure.as_ref(),
-            next_refresh,
-        });
-        let mut status = prev.clone();
-        status.expires_at = times.map(|t| conditions::format_time(t.expires_at));
-        status.issued_at = times.map(|t| conditions::format_time(t.issued_at));
-        if issued {
-            status.last_refresh_time = Some(conditions::format_time(now));
-            if manual_request {
-                status.observed_refresh_request = request.clone();
-            }
-        }
-        status.next_refresh_time = next_refresh.map(conditions::format_time);
-        let last_failure = failure.as_ref().or(blocker.as_ref());
-        status.last_failure_reason = last_failure.map(|p| p.reason.to_string());
-        status.last_failure_message = last_failure.map(|p| p.message.clone());
-        status.observed_generation = obj.metadata.generation;
-        conditions::set(
-            &mut status.conditions,
-            conditions::READY,
-            ready,
-            ready_reason,
-            message.clone(),
-            obj.metadata.generation,
-            &conditions::now_rfc3339(),
-        );
-        if status != prev {
-            self.write_status(obj.resource_version(), &status).await?;
-        }
-
-        // Events, on transitions only.
-        let object_ref = obj.object_ref(&());
-        let prev_ready = conditions::get(&prev.conditions, conditions::READY);
-        let prev_reason = prev_ready.map(|c| c.reason.as_str());
-        let quiet = [reason::READY, reason::SUSPENDED, reason::PENDING];
-        if prev_reason != Some(ready_reason) && !quiet.contains(&ready_reason) {
-            ctx.event(
-                &object_ref,
-                EventType::Warning,
-                ready_reason,
-                "Reconcile",
-                message.clone(),
-            )
-            .await;
-        } else if let Some(f) = failure
+    /// Decides ([`plan`]) and acts: calls the API (or stores an answer a failed write left
+    /// in memory) after taking a permit at the deadline gate. A new token updates `fetched`.
+    async fn act(
+        &mut self,
+        obj: &GebetaAccessToken,
+        now: Timestamp,
+        fetched: &mut Fetched,
+        request: Option<String>,
+        manual_request: bool,
+    ) -> Result<Acted, Error> {
+        let spec = &obj.spec;
+        let uid = self.state.uid.clone();
+        let inputs = self.inputs(obj).await?;
+        let fingerprint = inputs
             .as_ref()
-            .filter(|f| prev.last_failure_reason.as_deref() != Some(f.reason))
-        {
-            // A new failure that did not change the Ready reason (e.g. behind a blocker).
-            ctx.event(
-                &object_ref,
-                EventType::Warning,
-                f.reason,
-                "Refresh",
-                f.message.clone(),
-            )
-            .await;
+            .ok()
+            .map(|(c, s)| secret::source_fingerprint(c, s));
+        let retry_key = (fingerprint.clone(), request);
+        let retry_at = self
+            .state
+            .retry_at
+            .filter(|_| self.state.retry_key.as_ref() == Some(&retry_key));
+        let decision = Situation {
+            now,
+            token: fetched.times,
+            has_session: fetched.session.refresh_token.is_some(),
+            fingerprint: fingerprint.as_deref(),
+            session_fingerprint: fetched.session.source_fingerprint.as_deref(),
+            refresh_before: refresh_before(obj),
+            seed: schedule::jitter_seed(&uid),
+            manual_request,
+            retry_at,
+            refresh_outcome_unknown: self.state.refresh_outcome_unknown,
         }
-        if issued && !had_token_secret {
-            let note = format!(
-                "wrote the first access token to Secret {}",
-                spec.secret_name
-            );
-            ctx.event(&object_ref, EventType::Normal, "Issued", "Refresh", note)
-                .await;
-        } else if ready_reason == reason::READY && prev_reason.is_some_and(|r| !quiet.contains(&r))
-        {
-            ctx.event(
-                &object_ref,
-                EventType::Normal,
-                "Recovered",
-                "Refresh",
-                message.clone(),
-            )
-            .await;
-        }
-        if let Some((live, wanted)) = self.type_kept.take()
-            && !self.state.type_change_reported
-        {
-            self.state.type_change_reported = true;
-            let note = format!(
-                "secretTemplate.type is {wanted} but Secret {} is of type {live}, and Secret \
-                 types cannot change: the operator keeps writing it as {live}; delete the \
-                 Secret to have it recreated as {wanted}",
-                spec.secret_name
-            );
-            ctx.event(
-                &object_ref,
-                EventType::Warning,
-                reason::SECRET_TYPE_IMMUTABLE,
-                "Refresh",
-                note,
-            )
-            .await;
-        }
-        for (target, why) in restart_skipped {
-            let note = if why == reason::ROLLOUT_TARGET_NOT_FOUND {
-                format!("rollout-restart target {target} not found")
-            } else {
-                format!(
-                    "rollout-restart target {target} was not restarted: it does not carry the \
-                     annotation {RESTART_OPT_IN_ANNOTATION}: {}",
-                    self.name
+        .decide();
+        let unwritten = self
+            .state
+            .unwritten
+            .take()
+            .filter(|u| u.token.as_ref().is_none_or(|(_, t)| t.is_valid_at(now)));
+        let result = match (unwritten, decision) {
+            (Some(u), _) => {
+                // Answered before but not stored: store it, call nothing. The failed write
+                // may have landed after all (an answer lost with the connection), and the
+                // cache may not show it yet: read both Secrets so that a write that did land
+                // is not made twice.
+                self.work().await;
+                let ours = |s: Option<Secret>| s.filter(|s| secret::is_ours(&s.metadata, &uid));
+                let refresh_name = secret::refresh_secret_name(&self.name);
+                let target = ours(self.secrets.get_opt(&spec.secret_name).await?);
+                fetched.refresh = ours(self.secrets.get_opt(&refresh_name).await?);
+                self.store(obj, u, &mut fetched.refresh, target.as_ref())
+                    .await?
+                    .map(Exchange::Issued)
+            }
+            (None, Decision::Call(call)) => {
+                tracing::debug!(?call, "calling the Gebeta API");
+                self.work().await;
+                let session = fetched.session.clone();
+                Some(
+                    self.exchange(
+                        obj,
+                        call,
+                        inputs.as_ref().ok(),
+                        fingerprint,
+                        &session,
+                        &mut fetched.refresh,
+                        fetched.target.as_ref(),
+                    )
+                    .await?,
                 )
-            };
-            ctx.event(&object_ref, EventType::Warning, why, "Restart", note)
-                .await;
-        }
-
-        // When to look again.
-        let mut wake = vec![
-            now.checked_add(SignedDuration::try_from(MAX_REQUEUE).unwrap_or_default())
-                .unwrap_or(now),
-        ];
-        wake.extend(next_refresh);
-        wake.extend(times.filter(|t| t.is_valid_at(now)).map(|t| t.expires_at));
-        if blocker.is_some() {
-            wake.push(
-                now.checked_add(SignedDuration::try_from(BLOCKED_RECHECK).unwrap_or_default())
-                    .unwrap_or(now),
-            );
-        }
-        if self.state.pending_restart.is_some() {
-            wake.push(
-                now.checked_add(SignedDuration::try_from(RESTART_RETRY).unwrap_or_default())
-                    .unwrap_or(now),
-            );
-        }
-        let at = wake.into_iter().min().unwrap_or(now);
-        let after = Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default();
-        Ok(Action::requeue(after.max(Duration::from_millis(50))))
+            }
+            (None, _) => None,
+        };
+        let exchanged = match result {
+            Some(Exchange::Issued(new_times)) => {
+                tracing::info!(expires_at = %new_times.expires_at, "wrote a new access token");
+                self.state.failures = 0;
+                self.state.retry_at = None;
+                self.state.retry_key = None;
+                self.state.expires_at = Some(new_times.expires_at);
+                fetched.times = Some(new_times);
+                fetched.token_present = true;
+                if !spec.rollout_restart_targets.is_empty() {
+                    self.state.pending_restart = Some(conditions::format_time(new_times.issued_at));
+                }
+                Some(Exchanged::Issued(new_times))
+            }
+            Some(Exchange::Failed {
+                problem,
+                retry_after,
+            }) => {
+                self.ctx().metrics.refresh_failed(problem.reason);
+                self.state.failures = self.state.failures.saturating_add(1);
+                let remaining = fetched
+                    .times
+                    .filter(|t| t.is_valid_at(now))
+                    .map(|t| t.remaining(now));
+                let delay = schedule::retry_delay(
+                    self.state.failures,
+                    retry_after,
+                    remaining,
+                    rand::random::<f64>(),
+                );
+                tracing::warn!(
+                    reason = problem.reason,
+                    error = %problem.message,
+                    retry_in = ?delay,
+                    "access token exchange failed"
+                );
+                self.state.retry_at = now
+                    .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
+                    .ok();
+                self.state.retry_key = Some(retry_key);
+                Some(Exchanged::Failed {
+                    problem,
+                    retry_at: self.state.retry_at,
+                })
+            }
+            None => None,
+        };
+        Ok(Acted {
+            decision: Some(decision),
+            exchanged,
+            input_problem: inputs.err(),
+        })
     }
 
     /// Both input tokens, or the first problem with them: reused from the last read while no
@@ -1429,6 +1365,10 @@ where
     Ok(Restart::Done)
 }
 
+fn refresh_before(obj: &GebetaAccessToken) -> Option<Duration> {
+    obj.spec.refresh_before.as_deref().and_then(parse_duration)
+}
+
 /// A Secret the object needs is in the way.
 fn conflict(name: &str) -> Problem {
     Problem::new(
@@ -1438,11 +1378,6 @@ fn conflict(name: &str) -> Problem {
              delete or rename it"
         ),
     )
-}
-
-/// Problems that stop the controller from acting at all.
-fn is_hard(p: &Problem) -> bool {
-    p.reason == reason::SECRET_CONFLICT || p.reason == reason::INVALID_SPEC
 }
 
 /// Spec problems the schema cannot catch.

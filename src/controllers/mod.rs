@@ -71,6 +71,33 @@ impl Default for Settings {
     }
 }
 
+/// An event a plan decided to publish (its note never holds a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl EventNote {
+    pub fn warning(reason: &'static str, action: &'static str, note: &str) -> EventNote {
+        EventNote {
+            type_: EventType::Warning,
+            reason,
+            action,
+            note: note.to_string(),
+        }
+    }
+
+    pub fn normal(reason: &'static str, action: &'static str, note: &str) -> EventNote {
+        EventNote {
+            type_: EventType::Normal,
+            ..EventNote::warning(reason, action, note)
+        }
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     pub kube: Client,
@@ -102,6 +129,14 @@ impl Context {
             settings,
             own_writes: own_writes::OwnWrites::default(),
         })
+    }
+
+    /// Publishes the events a plan decided, in order.
+    pub async fn publish(&self, regarding: &ObjectReference, events: Vec<EventNote>) {
+        for e in events {
+            self.event(regarding, e.type_, e.reason, e.action, e.note)
+                .await;
+        }
     }
 
     /// Publishes an event; a failure to publish is logged, never fatal to a reconcile.
