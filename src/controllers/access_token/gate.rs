@@ -238,6 +238,58 @@ mod tests {
         assert_eq!(gate.backlog(), Backlog::default());
     }
 
+    /// Demand above capacity: when the time for serving runs out, the requests left waiting
+    /// (the tokens that expire) are exactly those due last, whatever the arrival order.
+    #[tokio::test]
+    async fn under_overload_the_latest_due_are_the_ones_left_waiting() {
+        const CAPACITY: usize = 2;
+        const SERVED_IN_TIME: usize = 6;
+        let gate = DeadlineGate::new(CAPACITY);
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let held: Vec<Permit> =
+            futures::future::join_all((0..CAPACITY).map(|_| gate.acquire(at(0)))).await;
+        // Ten requests, deadlines 10..100, arriving in a scrambled order.
+        let deadlines = [70, 20, 100, 40, 10, 90, 30, 60, 80, 50];
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for (i, deadline) in deadlines.into_iter().enumerate() {
+            let (g, served, done_tx) = (gate.clone(), served.clone(), done_tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let permit = g.acquire(at(deadline)).await;
+                served.lock().unwrap().push(deadline);
+                // The work holds its permit until the test lets it finish.
+                let (finish_tx, finish_rx) = oneshot::channel::<()>();
+                done_tx.send(finish_tx).unwrap();
+                let _ = finish_rx.await;
+                drop(permit);
+            }));
+            until_waiting(&gate, i + 1).await;
+        }
+        drop(held);
+        // Serve until capacity for SERVED_IN_TIME requests is spent.
+        let mut running = Vec::new();
+        while served.lock().unwrap().len() < SERVED_IN_TIME {
+            running.push(done_rx.recv().await.unwrap());
+            if running.len() == CAPACITY && served.lock().unwrap().len() < SERVED_IN_TIME {
+                drop(running.remove(0));
+            }
+        }
+        let served_in_time: Vec<i64> = served.lock().unwrap().clone();
+        assert_eq!(
+            served_in_time,
+            [10, 20, 30, 40, 50, 60],
+            "earliest due served first"
+        );
+        assert_eq!(
+            gate.backlog().waiting,
+            deadlines.len() - SERVED_IN_TIME,
+            "the rest still wait: 70, 80, 90 and 100, the latest due"
+        );
+        for t in tasks {
+            t.abort();
+        }
+    }
+
     #[tokio::test]
     async fn capacity_bounds_the_holders() {
         let gate = DeadlineGate::new(2);
