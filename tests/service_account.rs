@@ -1235,3 +1235,69 @@ async fn a_200_character_geez_description_is_accepted() {
     f.wait_ready("acct").await;
     assert_eq!(f.sim.calls("patch_account"), patches, "no drift to correct");
 }
+
+#[tokio::test]
+async fn unknown_upstream_values_affect_only_their_object() {
+    let f = Fixture::with_resync("gsa-odd", Duration::from_secs(2)).await;
+    f.create("odd", web_account("odd")).await;
+    f.create("plain", web_account("plain")).await;
+    let odd = f.wait_ready("odd").await.account_id.unwrap();
+    let plain = f.wait_ready("plain").await.account_id.unwrap();
+
+    // A newer API: a state and a scope this operator has never seen.
+    let patches = f.sim.calls("patch_account");
+    assert!(f.sim.set_odd_value(&odd, "status", "LOCKED"));
+    assert!(f.sim.set_odd_value(&odd, "scope", "TRAFFIC"));
+    let status = f.wait_reason("odd", "UnknownUpstreamValue").await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("LOCKED") && ready.message.contains("TRAFFIC"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(ready.status, "False");
+    f.wait_event("UnknownUpstreamValue").await;
+    assert_eq!(
+        f.sim.calls("patch_account"),
+        patches,
+        "an account with unknown values is not patched back"
+    );
+    assert_eq!(f.sim.account(&odd).unwrap().status, AccountState::Active);
+
+    // The other object is unaffected: still Ready, its drift still corrected.
+    f.sim.edit_account(&plain, Some("hijacked".into()), None);
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "plain's drift corrected", || {
+        let sim = sim.clone();
+        let id = plain.clone();
+        async move {
+            sim.account(&id)
+                .filter(|a| a.description.starts_with("plain ["))
+        }
+    })
+    .await;
+    f.wait_ready("plain").await;
+
+    // Recovery lists the organization with the odd account in it: a lost create answer is
+    // still resolved to exactly one account.
+    f.sim.inject("create_account", Fault::DropAfterCreate, 1);
+    f.create("third", web_account("third")).await;
+    let third = f.wait_ready("third").await;
+    let uid = f.gsas().get("third").await.unwrap().uid().unwrap();
+    let live = f.marked_accounts(&uid);
+    assert_eq!(live.len(), 1, "exactly one account for third: {live:?}");
+    assert_eq!(third.account_id.as_deref(), Some(live[0].id.as_str()));
+    f.wait_event("OrphanDeleted").await;
+
+    // Cleanup of the odd object still works (deletionPolicy Delete).
+    f.gsas()
+        .delete("odd", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_gone("odd").await;
+    assert!(f.sim.account(&odd).is_none(), "deleted upstream");
+}

@@ -125,6 +125,7 @@ pub struct GebetaServiceAccountStatus {
 
     /// State of the account as last seen upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "known_state_schema")]
     pub state: Option<AccountState>,
 
     /// True when the account was adopted through `spec.accountId` (its token is not managed).
@@ -176,4 +177,14 @@ pub struct GebetaServiceAccountStatus {
 pub struct PendingCreation {
     /// When the creation was started (RFC 3339).
     pub started_at: String,
+}
+
+/// The values `status.state` can hold: the states the operator knows, or none (a state the
+/// API sent that the operator does not know is never recorded, see `AccountState::Unknown`).
+fn known_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "nullable": true,
+        "enum": ["ACTIVE", "SUSPENDED", "REVOKED", null],
+    })
 }

@@ -807,6 +807,7 @@ mod tests {
                 status: crate::gebeta::model::AccountState::Active,
                 created_at: None,
                 updated_at: None,
+                unknown: Vec::new(),
             },
             token: Token::new(secret),
         };

@@ -14,6 +14,10 @@ pub enum Platform {
     Android,
     Ios,
     Desktop,
+    /// A value this operator does not know, sent by the API (the raw value is kept in
+    /// `Account::unknown`). Never sent to the API, never in a spec or the CRD schema.
+    #[serde(skip)]
+    Unknown,
 }
 
 /// A permission granted to a service account.
@@ -29,6 +33,10 @@ pub enum Scope {
     Tss,
     Geocoding,
     ReverseGeocoding,
+    /// A value this operator does not know, sent by the API (the raw value is kept in
+    /// `Account::unknown`). Never sent to the API, never in a spec or the CRD schema.
+    #[serde(skip)]
+    Unknown,
 }
 
 /// The lifecycle state of a service account upstream.
@@ -38,6 +46,10 @@ pub enum AccountState {
     Active,
     Suspended,
     Revoked,
+    /// A value this operator does not know, sent by the API (the raw value is kept in
+    /// `Account::unknown`). Never sent to the API, never in a spec or the CRD schema.
+    #[serde(skip)]
+    Unknown,
 }
 
 impl Platform {
@@ -47,6 +59,7 @@ impl Platform {
             Platform::Android => "ANDROID",
             Platform::Ios => "IOS",
             Platform::Desktop => "DESKTOP",
+            Platform::Unknown => "UNKNOWN",
         }
     }
 }
@@ -57,6 +70,7 @@ impl AccountState {
             AccountState::Active => "ACTIVE",
             AccountState::Suspended => "SUSPENDED",
             AccountState::Revoked => "REVOKED",
+            AccountState::Unknown => "UNKNOWN",
         }
     }
 }
@@ -79,5 +93,9 @@ mod tests {
             AccountState::Revoked
         );
         assert!(serde_json::from_str::<Platform>("\"LINUX\"").is_err());
+        // The stand-in for values from the API that this operator does not know is never
+        // read from or written to the wire.
+        assert!(serde_json::from_str::<Platform>("\"Unknown\"").is_err());
+        assert!(serde_json::to_value(AccountState::Unknown).is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::model::{AccountState, Platform, Scope};
 use super::token::Token;
-use super::wire::AccountWire;
+use super::wire::{AccountWire, Lenient};
 
 /// The configuration of a service account, as sent at creation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,20 +25,50 @@ pub struct Account {
     /// RFC 3339, when the server sends it.
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    /// Values the API sent that this operator does not know, e.g. `status "LOCKED"` (their
+    /// fields hold the `Unknown` variant).
+    pub unknown: Vec<String>,
 }
 
 impl From<AccountWire> for Account {
     fn from(w: AccountWire) -> Self {
+        let mut unknown = Vec::new();
+        let platform = known(&mut unknown, "platform", w.platform, Platform::Unknown);
+        let status = known(&mut unknown, "status", w.status, AccountState::Unknown);
+        let scopes = w
+            .scopes
+            .into_iter()
+            .map(|s| known(&mut unknown, "scope", s, Scope::Unknown))
+            .collect();
         Account {
             id: w.id,
-            platform: w.platform,
+            platform,
             is_admin: w.is_admin,
             description: w.description,
-            scopes: w.scopes,
-            status: w.status,
+            scopes,
+            status,
             created_at: w.created_at,
             updated_at: w.updated_at,
+            unknown,
         }
+    }
+}
+
+/// The known value, or `fallback` with the raw value noted in `unknown`.
+fn known<T>(unknown: &mut Vec<String>, field: &str, value: Lenient<T>, fallback: T) -> T {
+    match value {
+        Lenient::Known(v) => v,
+        Lenient::Unknown(raw) => {
+            unknown.push(format!("{field} {raw:?}"));
+            fallback
+        }
+    }
+}
+
+impl Account {
+    /// The state, when it is one this operator knows.
+    pub fn known_state(&self) -> Option<AccountState> {
+        (self.status != AccountState::Unknown).then_some(self.status)
     }
 }
 

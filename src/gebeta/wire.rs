@@ -95,18 +95,47 @@ pub struct Envelope<T> {
 #[serde(rename_all = "camelCase")]
 pub struct AccountWire {
     pub id: String,
-    pub platform: Platform,
+    pub platform: Lenient<Platform>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub is_admin: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub description: String,
     #[serde(default, deserialize_with = "null_as_default")]
-    pub scopes: Vec<Scope>,
-    pub status: AccountState,
+    pub scopes: Vec<Lenient<Scope>>,
+    pub status: Lenient<AccountState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+}
+
+/// An enum value in an answer: one this operator knows, or the string the API sent. A new
+/// scope, platform or status upstream must not make a whole listing unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lenient<T> {
+    Known(T),
+    Unknown(String),
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Ok(
+            match serde_json::from_value(serde_json::Value::String(raw.clone())) {
+                Ok(known) => Lenient::Known(known),
+                Err(_) => Lenient::Unknown(raw),
+            },
+        )
+    }
+}
+
+impl<T: Serialize> Serialize for Lenient<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Lenient::Known(v) => v.serialize(s),
+            Lenient::Unknown(raw) => raw.serialize(s),
+        }
+    }
 }
 
 /// [assumed] create answers the account with its token beside the account fields.
@@ -188,13 +217,39 @@ mod tests {
     }
 
     #[test]
+    fn unknown_enum_values_are_kept_not_fatal() {
+        let page: AccountPageWire = serde_json::from_str(
+            r#"{"data":[
+                {"id":"a1","platform":"LINUX","status":"LOCKED","scopes":["TILE","TRAFFIC"]},
+                {"id":"a2","platform":"WEB","status":"ACTIVE","scopes":["TILE"]}
+            ],"meta":{"total":2}}"#,
+        )
+        .unwrap();
+        let odd = &page.data[0];
+        assert_eq!(odd.platform, Lenient::Unknown("LINUX".into()));
+        assert_eq!(odd.status, Lenient::Unknown("LOCKED".into()));
+        assert_eq!(
+            odd.scopes,
+            [
+                Lenient::Known(Scope::Tile),
+                Lenient::Unknown("TRAFFIC".into())
+            ]
+        );
+        assert_eq!(page.data[1].status, Lenient::Known(AccountState::Active));
+        // Written back as they came (the simulator serves such values).
+        let again = serde_json::to_value(odd).unwrap();
+        assert_eq!(again["status"], "LOCKED");
+        assert_eq!(again["scopes"][1], "TRAFFIC");
+    }
+
+    #[test]
     fn created_account_carries_the_token() {
         let c: Envelope<CreatedAccountWire> = serde_json::from_str(
             r#"{"data":{"id":"a1","platform":"IOS","isAdmin":true,"description":"d","scopes":["TILE"],"status":"ACTIVE","createdAt":"2024-01-01T00:00:00Z","token":"t"}}"#,
         )
         .unwrap();
         assert_eq!(c.data.token, "t");
-        assert_eq!(c.data.account.scopes, vec![Scope::Tile]);
+        assert_eq!(c.data.account.scopes, vec![Lenient::Known(Scope::Tile)]);
         assert!(c.data.account.is_admin);
     }
 

@@ -333,6 +333,13 @@ impl Sim {
         self.store().edit(id, None, description, scopes).is_some()
     }
 
+    /// Makes the API answer with a value the operator does not know: `field` is
+    /// `"platform"` or `"status"` (replaced) or `"scope"` (added). Returns false for an
+    /// unknown id.
+    pub fn set_odd_value(&self, id: &str, field: &str, raw: &str) -> bool {
+        self.store().set_odd_value(id, field, raw)
+    }
+
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.store().runtime.token_ttl_seconds = ttl.as_secs().max(1);
     }

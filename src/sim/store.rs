@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::fault::{ANY_ENDPOINT, Fault};
 use crate::gebeta::endpoint;
 use crate::gebeta::model::{AccountState, Platform, Scope};
-use crate::gebeta::wire::{AccountConfigWire, AccountWire, PageMetaWire};
+use crate::gebeta::wire::{AccountConfigWire, AccountWire, Lenient, PageMetaWire};
 
 /// Longest description accepted (the contract's `maxLength`).
 pub(crate) const MAX_DESCRIPTION_CHARS: usize = 256;
@@ -27,20 +27,34 @@ pub struct SimAccount {
     pub status: AccountState,
     pub created_at: String,
     pub updated_at: String,
+    /// Values the API answers with in place of known ones (`platform`, `status`) or beside
+    /// them (`scope`): a newer API than the operator knows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub odd_values: BTreeMap<String, String>,
 }
 
 impl SimAccount {
     pub(crate) fn to_wire(&self) -> AccountWire {
+        let odd = &self.odd_values;
+        let mut scopes: Vec<_> = self.scopes.iter().copied().map(Lenient::Known).collect();
+        scopes.extend(self.odd_values.get("scope").cloned().map(Lenient::Unknown));
         AccountWire {
             id: self.id.clone(),
-            platform: self.platform,
+            platform: odd_or(odd, "platform", self.platform),
             is_admin: self.is_admin,
             description: self.description.clone(),
-            scopes: self.scopes.clone(),
-            status: self.status,
+            scopes,
+            status: odd_or(odd, "status", self.status),
             created_at: Some(self.created_at.clone()),
             updated_at: Some(self.updated_at.clone()),
         }
+    }
+}
+
+fn odd_or<T>(odd_values: &BTreeMap<String, String>, field: &str, known: T) -> Lenient<T> {
+    match odd_values.get(field) {
+        Some(raw) => Lenient::Unknown(raw.clone()),
+        None => Lenient::Known(known),
     }
 }
 
@@ -318,6 +332,7 @@ impl Store {
             status,
             created_at: now.clone(),
             updated_at: now,
+            odd_values: BTreeMap::new(),
         };
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -360,6 +375,14 @@ impl Store {
             self.refresh.retain(|_, (c, s)| c != id && s != id);
         }
         Some(account)
+    }
+
+    pub(crate) fn set_odd_value(&mut self, id: &str, field: &str, raw: &str) -> bool {
+        let Some(rec) = self.accounts.get_mut(id) else {
+            return false;
+        };
+        rec.account.odd_values.insert(field.into(), raw.into());
+        true
     }
 
     pub(crate) fn delete(&mut self, id: &str) -> bool {

@@ -763,6 +763,19 @@ async fn sync(
         status.state = None;
         return Err(failure);
     }
+    if !account.unknown.is_empty() {
+        // A newer API than this operator: acting on values it cannot read (patching a state
+        // back, dropping a scope) could undo what someone meant. Report, touch nothing.
+        return Err(Failure::new(
+            "UnknownUpstreamValue",
+            format!(
+                "account {} has values this operator does not know ({}); it is left as it is: \
+                 upgrade the operator, or set {ROTATE_ANNOTATION} to replace the account",
+                account.id,
+                account.unknown.join(", ")
+            ),
+        ));
+    }
     status.state = Some(account.status);
     status.created_at = account.created_at.clone();
     if account.status == AccountState::Revoked {
@@ -792,7 +805,7 @@ async fn sync(
             .patch_account(&user, &account.id, &patch)
             .await
             .map_err(|e| Failure::upstream(&e, "updating the account"))?;
-        status.state = Some(updated.status);
+        status.state = updated.known_state();
         announce_patch(
             gsa,
             ctx,
@@ -880,7 +893,7 @@ async fn recover_pending_creation(
     let previous = status.account_id.clone();
     if let Some(account) = kept {
         status.account_id = Some(account.id.clone());
-        status.state = Some(account.status);
+        status.state = account.known_state();
         status.created_at = account.created_at.clone();
         status.token_secret_name = Some(token_secret_name(gsa));
         ctx.event(
@@ -984,7 +997,7 @@ async fn create(
     }
 
     status.account_id = Some(account.id.clone());
-    status.state = Some(account.status);
+    status.state = account.known_state();
     status.created_at = account.created_at.clone();
     status.token_secret_name = Some(secret_name.clone());
     status.adopted = false;
@@ -1013,7 +1026,7 @@ async fn create(
             .patch_account(user, &account.id, &patch)
             .await
             .map_err(|e| Failure::upstream(&e, "setting the new account's state"))?;
-        status.state = Some(updated.status);
+        status.state = updated.known_state();
     }
     Ok(())
 }

@@ -149,6 +149,7 @@ mod tests {
             status: AccountState::Active,
             created_at: None,
             updated_at: None,
+            unknown: Vec::new(),
         }
     }
 
