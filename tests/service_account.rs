@@ -541,7 +541,6 @@ async fn an_existing_account_is_adopted_without_creating_one() {
         .create_dashboard_account(Platform::Web, vec![Scope::Tile]);
     let mut spec = web_account("adopted by kubernetes");
     spec["accountId"] = json!(id);
-    spec["deletionPolicy"] = json!("Orphan");
     f.create("adopted", spec).await;
     let status = f.wait_ready("adopted").await;
     assert!(status.adopted);
@@ -566,6 +565,25 @@ async fn an_existing_account_is_adopted_without_creating_one() {
     missing["accountId"] = json!("no-such-account");
     f.create("ghost", missing).await;
     f.wait_reason("ghost", "AdoptedAccountNotFound").await;
+
+    // The operator did not make the account: with no deletionPolicy, deleting the object
+    // leaves it upstream, untouched.
+    let (deletes, patches) = (f.sim.calls("delete_account"), f.sim.calls("patch_account"));
+    f.gsas()
+        .delete("adopted", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_gone("adopted").await;
+    assert_eq!(
+        f.sim.account(&id).map(|a| a.status),
+        Some(AccountState::Active),
+        "an adopted account is orphaned by default"
+    );
+    assert_eq!(
+        (f.sim.calls("delete_account"), f.sim.calls("patch_account")),
+        (deletes, patches)
+    );
+    f.wait_event("Orphaned").await;
 }
 
 #[tokio::test]

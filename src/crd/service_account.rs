@@ -74,10 +74,13 @@ pub struct GebetaServiceAccountSpec {
     #[serde(default)]
     pub suspended: bool,
 
-    /// What happens upstream when this object is deleted: `Delete` (revoke, then delete),
-    /// `Revoke` (leave a revoked record) or `Orphan` (leave the account untouched).
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What happens upstream when this object is deleted (and to accounts a rotation
+    /// replaced): `Delete` (revoke, then delete), `Revoke` (leave a revoked record) or
+    /// `Orphan` (leave the account untouched). Default: `Delete` for accounts the operator
+    /// creates, `Orphan` for adopted ones (`accountId`), which the operator did not make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "nullable_enum::<DeletionPolicy>")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// Secret that receives the account's token (key `token`). Default: `<name>-token`.
     /// Immutable once set.
@@ -101,13 +104,23 @@ pub struct GebetaServiceAccountSpec {
     pub user_token_secret_ref: Option<SecretKeySelector>,
 }
 
+impl GebetaServiceAccountSpec {
+    /// The deletion policy in force: the spec's, else `Orphan` for an adopted account and
+    /// `Delete` for one the operator creates.
+    pub fn effective_deletion_policy(&self) -> DeletionPolicy {
+        self.deletion_policy
+            .unwrap_or(if self.account_id.is_some() {
+                DeletionPolicy::Orphan
+            } else {
+                DeletionPolicy::Delete
+            })
+    }
+}
+
 /// What the operator does upstream when a `GebetaServiceAccount` is deleted.
-#[derive(
-    Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default,
-)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Revoke the account, then delete it.
-    #[default]
     Delete,
     /// Revoke the account and keep the revoked record upstream.
     Revoke,
@@ -125,7 +138,7 @@ pub struct GebetaServiceAccountStatus {
 
     /// State of the account as last seen upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "known_state_schema")]
+    #[schemars(schema_with = "nullable_enum::<AccountState>")]
     pub state: Option<AccountState>,
 
     /// True when the account was adopted through `spec.accountId` (its token is not managed).
@@ -179,12 +192,28 @@ pub struct PendingCreation {
     pub started_at: String,
 }
 
-/// The values `status.state` can hold: the states the operator knows, or none (a state the
-/// API sent that the operator does not know is never recorded, see `AccountState::Unknown`).
-fn known_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// `Option<T>` of a string enum `T` as Kubernetes wants it: the field's own description
+/// (schemars would put `T`'s in its place), `nullable`, and `null` among the values.
+fn nullable_enum<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // A plain enum lists its values; one with documented variants has one `const` each.
+    let schema = T::json_schema(g);
+    let mut values = match (schema.get("enum"), schema.get("oneOf")) {
+        (Some(serde_json::Value::Array(values)), _) => values.clone(),
+        (_, Some(serde_json::Value::Array(variants))) => variants
+            .iter()
+            .flat_map(|v| match (v.get("const"), v.get("enum")) {
+                (Some(c), _) => vec![c.clone()],
+                (_, Some(serde_json::Value::Array(e))) => e.clone(),
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    assert!(!values.is_empty(), "a string enum");
+    values.push(serde_json::Value::Null);
     schemars::json_schema!({
         "type": "string",
         "nullable": true,
-        "enum": ["ACTIVE", "SUSPENDED", "REVOKED", null],
+        "enum": values,
     })
 }

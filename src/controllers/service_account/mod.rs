@@ -1196,7 +1196,7 @@ async fn retire_replaced(
 ) -> Result<(), Failure> {
     while let Some(id) = status.retiring.first().cloned() {
         if status.account_id.as_ref() != Some(&id) {
-            retire(ctx, user, &id, gsa.spec.deletion_policy)
+            retire(ctx, user, &id, gsa.spec.effective_deletion_policy())
                 .await
                 .map_err(|f| {
                     ctx.metrics.retire_failed();
@@ -1217,7 +1217,7 @@ async fn retire_replaced(
                 "Rotate",
                 format!(
                     "replaced account {id} retired (deletionPolicy {:?})",
-                    gsa.spec.deletion_policy
+                    gsa.spec.effective_deletion_policy()
                 ),
             )
             .await;
@@ -1269,7 +1269,7 @@ async fn cleanup(
         rec.forget(&uid);
         return Ok(Action::await_change());
     }
-    let policy = gsa.spec.deletion_policy;
+    let policy = gsa.spec.effective_deletion_policy();
     if policy == DeletionPolicy::Orphan
         || (status.account_id.is_none()
             && status.pending_creation.is_none()

@@ -132,7 +132,7 @@ mod tests {
             description: "maps backend".into(),
             scopes: vec![Scope::Tile, Scope::Direction],
             suspended: false,
-            deletion_policy: DeletionPolicy::Delete,
+            deletion_policy: Some(DeletionPolicy::Delete),
             token_secret_name: None,
             account_id: None,
             user_token_secret_ref: None,
