@@ -1357,6 +1357,9 @@ fn operator_requests(
 /// the status.
 async fn refreshes_read_nothing(rotate: bool) {
     let (f, _) = Fixture::with_ready_token("gat-requests", 4, rotate).await;
+    // The first token's event is published after its status: waited for, so that it is not
+    // taken for a write of the refreshes below.
+    f.wait_event("maps", "Issued").await;
     let audit = support::control_plane().audit_log().expect("audit log");
     let offset = audit.end();
     let since = Timestamp::now();
