@@ -6,12 +6,12 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use gebeta_operator::{
     controllers::{
-        Context, Readiness, SecretLocation, Settings, WatchScope,
+        Context, Readiness, SecretLocation, Settings, WatchScope, access_token,
         service_account::{
             self, ACCOUNT_ID_ANNOTATION, FINALIZER, ROTATE_ANNOTATION, SKIP_CLEANUP_ANNOTATION,
         },
     },
-    crd::{GebetaServiceAccount, GebetaServiceAccountStatus},
+    crd::{GebetaAccessToken, GebetaServiceAccount, GebetaServiceAccountStatus},
     gebeta::{AccountState, ClientConfig, GebetaClient, Platform, RetryPolicy, Scope, Token},
     metrics::Metrics,
     sim::{Fault, Sim, SimConfig, SimHandle},
@@ -43,6 +43,8 @@ struct Fixture {
     more_namespaces: Vec<String>,
     /// Namespaces allowed to use the default user token (`None`: all).
     allowed: Option<Vec<String>>,
+    /// Also run the access-token controller (for GebetaAccessTokens using the accounts).
+    tokens: bool,
 }
 
 struct Operator {
@@ -70,6 +72,7 @@ impl Fixture {
             resync,
             more_namespaces: Vec::new(),
             allowed: None,
+            tokens: false,
         };
         fixture.put_user_token(USER_TOKEN).await;
         fixture.start();
@@ -108,12 +111,21 @@ impl Fixture {
             label_selector: None,
         };
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(service_account::run(
-            ctx,
-            scope,
-            shutdown.clone(),
-            self.readiness.clone(),
-        ));
+        let tokens = self.tokens.then(|| {
+            access_token::run(
+                ctx.clone(),
+                scope.clone(),
+                shutdown.clone(),
+                self.readiness.clone(),
+            )
+        });
+        let accounts = service_account::run(ctx, scope, shutdown.clone(), self.readiness.clone());
+        let task = tokio::spawn(async move {
+            match tokens {
+                Some(tokens) => drop(tokio::join!(accounts, tokens)),
+                None => accounts.await,
+            }
+        });
         self.operator = Some(Operator { shutdown, task });
     }
 
@@ -1101,6 +1113,49 @@ async fn default_credentials_serve_only_allowed_namespaces() {
 /// `spec.accountId` naming an account another object created is refused: no patch of its
 /// description (no ping-pong between the two objects), and deleting the refused object leaves
 /// the account alone.
+/// Adopted accounts carry no marker: two objects naming the same account would patch it in
+/// turn. The second is refused before it patches anything.
+#[tokio::test]
+async fn a_second_adopter_of_one_account_is_refused_without_patching() {
+    let f = Fixture::new("gsa-adopt-twice").await;
+    let (id, _token) = f
+        .sim
+        .create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    let mut first = web_account("first adopter");
+    first["accountId"] = json!(id);
+    f.create("first", first).await;
+    f.wait_ready("first").await;
+    let patches = f.sim.calls("patch_account");
+    let mut second = web_account("second adopter");
+    second["accountId"] = json!(id);
+    f.create("second", second).await;
+    let status = f.wait_reason("second", "AccountManagedElsewhere").await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.message.contains("/first"), "{}", ready.message);
+    assert_eq!(
+        status.account_id, None,
+        "nothing recorded for the refused object"
+    );
+    assert_eq!(
+        f.sim.calls("patch_account"),
+        patches,
+        "the second object patched nothing"
+    );
+    assert_eq!(f.sim.account(&id).unwrap().description, "first adopter");
+    // Deleting the refused object leaves the account alone.
+    f.gsas()
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_gone("second").await;
+    assert_eq!(f.sim.account(&id).unwrap().status, AccountState::Active);
+    f.wait_ready("first").await;
+}
+
 #[tokio::test]
 async fn an_account_managed_by_another_object_is_not_adopted() {
     let f = Fixture::new("gsa-steal").await;
@@ -1318,4 +1373,116 @@ async fn unknown_upstream_values_affect_only_their_object() {
         .unwrap();
     f.wait_gone("odd").await;
     assert!(f.sim.account(&odd).is_none(), "deleted upstream");
+}
+
+/// Scheduled rotation with a grace period, watched by a pod-like reader that calls the API
+/// with whatever token the access-token Secret holds: across two rotations no call fails,
+/// although the simulator refuses tokens of accounts that are no longer ACTIVE. Each
+/// replaced account is retired (deletionPolicy Delete) only once the access token using it
+/// holds a token from the new account.
+#[tokio::test]
+async fn scheduled_rotations_retire_accounts_only_after_their_consumers_switched() {
+    let mut f = Fixture::new("gsa-rotation").await;
+    f.kill();
+    f.tokens = true;
+    f.start();
+    f.sim.set_access_tokens_follow_accounts(true);
+    // Consumers take longer to switch than the grace period: the retire must wait for them.
+    f.sim
+        .inject("auth", Fault::Latency(Duration::from_millis(1500)), 1000);
+    let mut client = web_account("rotating client");
+    client["rotation"] = json!({"interval": "15s", "gracePeriod": "1s"});
+    f.create("client", client).await;
+    f.create("server", web_account("server")).await;
+    let first = f.wait_ready("client").await.account_id.unwrap();
+    f.wait_ready("server").await;
+    let status = f.gsas().get("client").await.unwrap().status.unwrap();
+    assert!(status.next_rotation_time.is_some(), "{status:?}");
+
+    let tokens: Api<GebetaAccessToken> = Api::namespaced(f.client.clone(), &f.ns);
+    let gat: GebetaAccessToken = serde_json::from_value(json!({
+        "apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaAccessToken",
+        "metadata": {"name": "maps"},
+        "spec": {
+            "secretName": "maps-token",
+            "clientToken": {"serviceAccountRef": {"name": "client"}},
+            "serverToken": {"serviceAccountRef": {"name": "server"}},
+        },
+    }))
+    .unwrap();
+    tokens.create(&PostParams::default(), &gat).await.unwrap();
+
+    // The pod: reads the Secret and calls the API with its token, again and again.
+    let secrets = f.secrets();
+    let url = format!(
+        "{}/route?origin=9.0222,38.7469&destination=9.05,38.75",
+        f.sim.base_url()
+    );
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut calls, mut failures) = (0u32, Vec::new());
+            let http = reqwest::Client::new();
+            while !stop.is_cancelled() {
+                if let Ok(Some(secret)) = secrets.get_opt("maps-token").await
+                    && let Some(token) = secret.data.as_ref().and_then(|d| d.get("token"))
+                {
+                    let token = String::from_utf8_lossy(&token.0).to_string();
+                    let status = http.get(&url).bearer_auth(&token).send().await;
+                    calls += 1;
+                    match status.map(|r| r.status().as_u16()) {
+                        Ok(200) => {}
+                        other => failures.push(format!("{other:?}")),
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            (calls, failures)
+        }
+    });
+
+    // Two scheduled rotations, each finished (the replaced account retired).
+    let api = f.gsas();
+    let mut accounts = vec![first];
+    for round in 1..=2 {
+        let previous = accounts.last().unwrap().clone();
+        let next = support::eventually(DEADLINE, &format!("rotation {round} finished"), || {
+            let api = api.clone();
+            let previous = previous.clone();
+            async move {
+                let status = api.get("client").await.ok()?.status?;
+                let id = status.account_id.filter(|id| *id != previous)?;
+                (status.retiring.is_empty() && status.rotation_in_progress.is_none()).then_some(id)
+            }
+        })
+        .await;
+        assert!(
+            f.sim.account(&previous).is_none(),
+            "rotation {round}: the replaced account is deleted"
+        );
+        // Retired only after the consumer switched: it already holds the new account's token.
+        let gat = tokens.get("maps").await.unwrap();
+        assert!(
+            gat.status.unwrap().source_account_ids.contains(&next),
+            "rotation {round}: the access token uses {next}"
+        );
+        accounts.push(next);
+    }
+    stop.cancel();
+    let (calls, failures) = reader.await.unwrap();
+    assert!(calls >= 20, "the reader kept calling ({calls} calls)");
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+    let status = api.get("client").await.unwrap().status.unwrap();
+    assert!(status.last_rotation_time.is_some() && status.next_rotation_time.is_some());
+    let uid = api.get("client").await.unwrap().uid().unwrap();
+    assert_eq!(
+        f.marked_accounts(&uid).len(),
+        1,
+        "one live account per object"
+    );
+    f.wait_event("Rotated").await;
 }

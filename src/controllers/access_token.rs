@@ -96,6 +96,7 @@ use self::{
 };
 use super::{
     Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope, conditions,
+    service_account::ACCOUNT_ID_ANNOTATION,
 };
 use crate::{
     crd::{
@@ -167,6 +168,8 @@ struct CachedInputs {
     /// Everything the object depends on, as recorded when they were read.
     refs: Refs,
     value: Result<(Token, Token), Problem>,
+    /// Upstream account ids of the GebetaServiceAccount sources (from their token Secrets).
+    accounts: Vec<String>,
 }
 
 /// A token the API issued that could not be written yet (a Kubernetes write failed): the next
@@ -683,6 +686,11 @@ impl<'a> Reconcile<'a> {
             type_kept,
             restart_skipped,
             restart_pending: self.state.pending_restart.is_some(),
+            source_accounts: fetched
+                .refresh
+                .as_ref()
+                .map(|r| RefreshState::from_secret(r).source_accounts)
+                .unwrap_or_default(),
         });
         if report.status != prev {
             self.write_status(obj.resource_version(), &report.status)
@@ -899,15 +907,20 @@ impl<'a> Reconcile<'a> {
         }
         let mut refs = Refs::of_spec(obj);
         self.shared.index.set(&self.ns, &self.name, refs.clone());
+        let mut accounts = Vec::new();
         let value = match self
             .input(&obj.spec.client_token, "client token", &mut refs)
             .await?
         {
-            Ok(client) => match self
+            Ok((client, client_account)) => match self
                 .input(&obj.spec.server_token, "server token", &mut refs)
                 .await?
             {
-                Ok(server) => Ok((client, server)),
+                Ok((server, server_account)) => {
+                    accounts.extend(client_account);
+                    accounts.extend(server_account);
+                    Ok((client, server))
+                }
                 Err(p) => Err(p),
             },
             Err(p) => Err(p),
@@ -917,8 +930,18 @@ impl<'a> Reconcile<'a> {
             generation,
             refs,
             value: value.clone(),
+            accounts,
         });
         Ok(value)
+    }
+
+    /// The source accounts of the inputs last read (see [`CachedInputs::accounts`]).
+    fn source_accounts(&self) -> Vec<String> {
+        self.state
+            .inputs
+            .as_ref()
+            .map(|i| i.accounts.clone())
+            .unwrap_or_default()
     }
 
     async fn input(
@@ -926,7 +949,7 @@ impl<'a> Reconcile<'a> {
         source: &TokenSource,
         which: &str,
         refs: &mut Refs,
-    ) -> Result<Result<Token, Problem>, Error> {
+    ) -> Result<Result<(Token, Option<String>), Problem>, Error> {
         if let Some(sel) = &source.secret_key_ref {
             let Some(s) = self.secrets.get_opt(&sel.name).await? else {
                 return Ok(Err(Problem::new(
@@ -934,21 +957,25 @@ impl<'a> Reconcile<'a> {
                     format!("Secret {} ({which}) not found", sel.name),
                 )));
             };
-            return Ok(secret::read_input_token(&s, &sel.key).map_err(|p| {
-                let (reason, what) = match p {
-                    secret::ValueProblem::Missing => (reason::SECRET_KEY_NOT_FOUND, "has no key"),
-                    secret::ValueProblem::Empty => {
-                        (reason::INVALID_SECRET, "has an empty value at key")
-                    }
-                    secret::ValueProblem::Malformed => {
-                        (reason::INVALID_SECRET, "has no valid token at key")
-                    }
-                };
-                Problem::new(
-                    reason,
-                    format!("Secret {} ({which}) {what} {}", sel.name, sel.key),
-                )
-            }));
+            return Ok(secret::read_input_token(&s, &sel.key)
+                .map(|t| (t, None))
+                .map_err(|p| {
+                    let (reason, what) = match p {
+                        secret::ValueProblem::Missing => {
+                            (reason::SECRET_KEY_NOT_FOUND, "has no key")
+                        }
+                        secret::ValueProblem::Empty => {
+                            (reason::INVALID_SECRET, "has an empty value at key")
+                        }
+                        secret::ValueProblem::Malformed => {
+                            (reason::INVALID_SECRET, "has no valid token at key")
+                        }
+                    };
+                    Problem::new(
+                        reason,
+                        format!("Secret {} ({which}) {what} {}", sel.name, sel.key),
+                    )
+                }));
         }
         let Some(account) = &source.service_account_ref else {
             return Ok(Err(Problem::new(
@@ -984,7 +1011,10 @@ impl<'a> Reconcile<'a> {
             ));
         };
         match secret::read_input_token(&s, "token") {
-            Ok(token) => Ok(Ok(token)),
+            Ok(token) => Ok(Ok((
+                token,
+                s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned(),
+            ))),
             Err(_) => not_ready(format!(
                 "token Secret {secret_name} of GebetaServiceAccount {} ({which}) has no usable \
                  key token",
@@ -1040,6 +1070,7 @@ impl<'a> Reconcile<'a> {
                             Ok(pair) => {
                                 next.refresh_token = pair.refresh_token.clone();
                                 next.source_fingerprint = fingerprint;
+                                next.source_accounts = self.source_accounts();
                                 pair
                             }
                             Err(e) => {
@@ -1085,6 +1116,7 @@ impl<'a> Reconcile<'a> {
                     Ok(pair) => {
                         next.refresh_token = pair.refresh_token.clone();
                         next.source_fingerprint = fingerprint;
+                        next.source_accounts = self.source_accounts();
                         pair
                     }
                     Err(e) => return Ok(failed(Call::Auth, e)),

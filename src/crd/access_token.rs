@@ -354,6 +354,11 @@ pub struct GebetaAccessTokenStatus {
     /// Human-readable message of the last failure (never a secret), cleared on success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_message: Option<String>,
+    /// Upstream accounts (ids) of the GebetaServiceAccounts whose tokens opened the current
+    /// session, as their token Secrets name them: a rotation retires a replaced account only
+    /// once every token using it lists the new one here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_account_ids: Vec<String>,
     /// The last value of the `gebeta.app/refresh` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_refresh_request: Option<String>,

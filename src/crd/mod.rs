@@ -9,6 +9,7 @@ pub use access_token::{GebetaAccessToken, GebetaAccessTokenSpec, GebetaAccessTok
 pub use common::{Condition, GROUP, LocalObjectReference, SecretKeySelector};
 pub use service_account::{
     DeletionPolicy, GebetaServiceAccount, GebetaServiceAccountSpec, GebetaServiceAccountStatus,
+    RotationSchedule,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

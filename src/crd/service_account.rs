@@ -43,6 +43,12 @@ pub const MAX_DESCRIPTION_LEN: usize = 200;
         priority = 1
     ),
     printcolumn(
+        name = "Next-Rotation",
+        type_ = "date",
+        json_path = ".status.nextRotationTime",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -102,6 +108,31 @@ pub struct GebetaServiceAccountSpec {
     /// Management credentials (a Gebeta user token) for this account. Default: the operator's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_token_secret_ref: Option<SecretKeySelector>,
+
+    /// Scheduled rotation: a new account, with a new token, every `interval`. Not for adopted
+    /// accounts (their token is not the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSchedule>,
+}
+
+/// When to replace the account, and how long the replaced one stays usable.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSchedule {
+    /// How often to rotate (e.g. `720h`; at least `10s`), counted from the last rotation or
+    /// the account's creation. Each object rotates up to 10% early, by an amount fixed by its
+    /// UID, so accounts created together do not rotate together.
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub interval: String,
+
+    /// How long a replaced account stays ACTIVE once its successor's token is stored, so that
+    /// its consumers can switch (default `10m`). It is retired (per `deletionPolicy`) only after
+    /// this and once every GebetaAccessToken using this account holds a token from the new
+    /// one. Also used by rotations the `gebeta.app/rotate` annotation asks for; `0s` retires
+    /// at once (the answer to a leaked token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub grace_period: Option<String>,
 }
 
 impl GebetaServiceAccountSpec {
@@ -173,6 +204,20 @@ pub struct GebetaServiceAccountStatus {
     /// object not Ready (reason `RetireFailed`), until retiring it succeeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retiring: Vec<String>,
+
+    /// The accounts in `retiring` stay usable until this time (RFC 3339), the rotation's grace
+    /// period, and until every GebetaAccessToken using this account holds a token from the
+    /// new one (reason `Rotating` meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_after: Option<String>,
+
+    /// When the current account replaced the previous one (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<String>,
+
+    /// When the next scheduled rotation starts (RFC 3339); only with `spec.rotation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<String>,
 
     /// The `.metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

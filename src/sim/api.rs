@@ -196,6 +196,7 @@ impl Sim {
         let claims = SimClaims {
             iss: "gebeta-sim".into(),
             sub: grant.sub,
+            azp: grant.azp,
             iat: now,
             exp: now
                 .saturating_add(i64::try_from(grant.ttl_seconds.max(1)).unwrap_or(i64::MAX / 2)),
@@ -413,8 +414,15 @@ async fn route(
         let Some(token) = bearer(&headers) else {
             return refusal(Refusal::Unauthorized);
         };
-        if let Err(why) = verify(&sim.shared.key, token, now) {
-            tracing::debug!(?why, "route refused a bearer token");
+        let claims = match verify(&sim.shared.key, token, now) {
+            Ok(claims) => claims,
+            Err(why) => {
+                tracing::debug!(?why, "route refused a bearer token");
+                return refusal(Refusal::Unauthorized);
+            }
+        };
+        if !sim.store().access_allowed(&claims.sub, &claims.azp) {
+            tracing::debug!("route refused a token of an account no longer active");
             return refusal(Refusal::Unauthorized);
         }
         let Ok(Query(params)) = params else {

@@ -14,6 +14,9 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 pub(crate) struct SimClaims {
     pub iss: String,
     pub sub: String,
+    /// The client account ("authorized party").
+    #[serde(default)]
+    pub azp: String,
     pub iat: i64,
     pub exp: i64,
     pub scopes: Vec<Scope>,
@@ -78,6 +81,7 @@ mod tests {
         SimClaims {
             iss: "gebeta-sim".into(),
             sub: "acc".into(),
+            azp: "client".into(),
             iat: 100,
             exp,
             scopes: vec![Scope::Tile],

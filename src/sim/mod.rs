@@ -155,6 +155,7 @@ impl Sim {
             } else {
                 0.0
             },
+            access_tokens_follow_accounts: false,
         };
         Sim {
             shared: Arc::new(Shared {
@@ -342,6 +343,11 @@ impl Sim {
 
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.store().runtime.token_ttl_seconds = ttl.as_secs().max(1);
+    }
+
+    /// See [`SimRuntimeConfig::access_tokens_follow_accounts`].
+    pub fn set_access_tokens_follow_accounts(&self, on: bool) {
+        self.store().runtime.access_tokens_follow_accounts = on;
     }
 
     pub fn set_rotate_refresh_tokens(&self, rotate: bool) {

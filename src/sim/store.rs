@@ -66,6 +66,11 @@ pub struct SimRuntimeConfig {
     pub rotate_refresh_tokens: bool,
     pub latency_ms: u64,
     pub fail_rate: f64,
+    /// [assumed, pessimistic] `/route` refuses an access token once either account that
+    /// minted it is no longer ACTIVE (the contract says only that an ACTIVE account's token
+    /// is usable). Off by default; tests of retiring accounts turn it on.
+    #[serde(default)]
+    pub access_tokens_follow_accounts: bool,
 }
 
 impl SimRuntimeConfig {
@@ -128,6 +133,8 @@ pub(crate) enum Refusal {
 /// What auth/refresh grant; the JWT is signed outside the lock.
 pub(crate) struct Grant {
     pub sub: String,
+    /// The client account.
+    pub azp: String,
     pub scopes: Vec<Scope>,
     pub ttl_seconds: u64,
     pub refresh_token: Option<String>,
@@ -476,6 +483,16 @@ impl Store {
         )
     }
 
+    /// Whether an access token minted by these accounts may still be used.
+    pub(crate) fn access_allowed(&self, sub: &str, azp: &str) -> bool {
+        let active = |id: &str| {
+            self.accounts
+                .get(id)
+                .is_some_and(|r| r.account.status == AccountState::Active)
+        };
+        !self.runtime.access_tokens_follow_accounts || (active(sub) && active(azp))
+    }
+
     fn active_by_token(&self, token: &str) -> Option<&Rec> {
         let id = self.by_token.get(token)?;
         self.accounts
@@ -500,9 +517,11 @@ impl Store {
             server.account.scopes.clone(),
         );
         let refresh = random_token("gbr_");
-        self.refresh.insert(refresh.clone(), (cid, sid.clone()));
+        self.refresh
+            .insert(refresh.clone(), (cid.clone(), sid.clone()));
         Ok(Grant {
             sub: sid,
+            azp: cid,
             scopes,
             ttl_seconds: self.runtime.token_ttl_seconds,
             refresh_token: Some(refresh),
@@ -532,13 +551,15 @@ impl Store {
         let rotated = if self.runtime.rotate_refresh_tokens {
             self.refresh.remove(refresh_token);
             let next = random_token("gbr_");
-            self.refresh.insert(next.clone(), (cid, sid.clone()));
+            self.refresh
+                .insert(next.clone(), (cid.clone(), sid.clone()));
             Some(next)
         } else {
             None
         };
         Ok(Grant {
             sub: sid,
+            azp: cid,
             scopes,
             ttl_seconds: self.runtime.token_ttl_seconds,
             refresh_token: rotated,
@@ -583,6 +604,7 @@ mod tests {
                 rotate_refresh_tokens: rotate,
                 latency_ms: 0,
                 fail_rate: 0.0,
+                access_tokens_follow_accounts: false,
             },
             ["u".to_owned()],
         )

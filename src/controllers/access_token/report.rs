@@ -65,6 +65,8 @@ pub struct Observed<'a> {
     pub restart_skipped: Vec<(String, &'static str)>,
     /// Restarts still to be made (a failed patch is retried soon).
     pub restart_pending: bool,
+    /// Upstream accounts whose tokens opened the current session.
+    pub source_accounts: Vec<String>,
 }
 
 /// What the reconcile writes and publishes.
@@ -116,6 +118,7 @@ pub fn report(o: &Observed<'_>) -> Report {
         }
     }
     status.next_refresh_time = next_refresh.map(format_time);
+    status.source_account_ids = o.source_accounts.clone();
     let last_failure = failure.as_ref().or(blocker.as_ref());
     status.last_failure_reason = last_failure.map(|p| p.reason.to_string());
     status.last_failure_message = last_failure.map(|p| p.message.clone());
@@ -292,6 +295,7 @@ mod tests {
             type_kept: None,
             restart_skipped: Vec::new(),
             restart_pending: false,
+            source_accounts: Vec::new(),
         }
     }
 

@@ -48,6 +48,9 @@ pub const REFRESH_SECRET_SUFFIX: &str = "-gebeta-refresh";
 
 pub const REFRESH_TOKEN_KEY: &str = "refreshToken";
 pub const SOURCE_FINGERPRINT_KEY: &str = "sourceFingerprint";
+/// Upstream account ids of the source GebetaServiceAccounts the session was opened with,
+/// comma-separated (see `GebetaAccessTokenStatus::source_account_ids`).
+pub const SOURCE_ACCOUNTS_KEY: &str = "sourceAccounts";
 pub const ACCESS_DIGEST_KEY: &str = "accessTokenDigest";
 pub const ACCESS_ISSUED_AT_KEY: &str = "accessTokenIssuedAt";
 pub const ACCESS_EXPIRES_AT_KEY: &str = "accessTokenExpiresAt";
@@ -192,6 +195,8 @@ pub fn target_secret(obj: &GebetaAccessToken, access_token: &str, times: &TokenT
 pub struct RefreshState {
     pub refresh_token: Option<Token>,
     pub source_fingerprint: Option<String>,
+    /// Upstream accounts whose tokens opened the session (GebetaServiceAccount sources only).
+    pub source_accounts: Vec<String>,
     /// Digest and effective times of the access token written with this state.
     pub access: Option<(String, TokenTimes)>,
 }
@@ -204,6 +209,7 @@ impl std::fmt::Debug for RefreshState {
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
             .field("source_fingerprint", &self.source_fingerprint)
+            .field("source_accounts", &self.source_accounts)
             .field("access", &self.access.as_ref().map(|(_, t)| t))
             .finish()
     }
@@ -230,6 +236,9 @@ impl RefreshState {
         RefreshState {
             refresh_token: get(REFRESH_TOKEN_KEY).map(Token::new),
             source_fingerprint: get(SOURCE_FINGERPRINT_KEY),
+            source_accounts: get(SOURCE_ACCOUNTS_KEY)
+                .map(|v| v.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
             access,
         }
     }
@@ -267,6 +276,9 @@ pub fn refresh_secret(obj: &GebetaAccessToken, state: &RefreshState) -> Secret {
     }
     if let Some(fp) = &state.source_fingerprint {
         put(SOURCE_FINGERPRINT_KEY, fp);
+    }
+    if !state.source_accounts.is_empty() {
+        put(SOURCE_ACCOUNTS_KEY, &state.source_accounts.join(","));
     }
     s.data = Some(data);
     s
@@ -533,6 +545,7 @@ pub(super) mod tests {
         let state = RefreshState {
             refresh_token: Some(Token::new("gbr_secret_value")),
             source_fingerprint: Some("fp".into()),
+            source_accounts: vec!["acc-client".into(), "acc-server".into()],
             access: Some((token_digest("a.b.c"), times)),
         };
         let s = refresh_secret(&gat(None), &state);

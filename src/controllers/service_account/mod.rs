@@ -27,13 +27,14 @@ use std::{
 };
 
 use futures::{StreamExt, future::join_all};
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     ByteString,
     api::core::v1::{ObjectReference, Secret},
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::EventType,
@@ -45,11 +46,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope, conditions,
+    Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope,
+    access_token::schedule::jitter_seed,
+    conditions::{self, format_time},
 };
 use crate::{
     crd::{
-        DeletionPolicy, GebetaServiceAccount, GebetaServiceAccountStatus,
+        DeletionPolicy, GebetaAccessToken, GebetaServiceAccount, GebetaServiceAccountStatus,
         service_account::PendingCreation,
     },
     gebeta::{self, AccountPatch, AccountState, Token},
@@ -139,6 +142,54 @@ impl From<kube::Error> for Failure {
     }
 }
 
+/// Ready reason while a rotation's replaced account waits out its grace (Ready stays True).
+const ROTATING: &str = "Rotating";
+/// How often a rotation waiting for its consumers looks at them again.
+const CONSUMER_RECHECK: Duration = Duration::from_secs(5);
+
+/// The object is in sync, but a rotation waits before retiring the replaced account.
+#[derive(Debug)]
+struct Waiting {
+    note: String,
+    /// When to look again.
+    recheck: Duration,
+}
+
+/// When the next scheduled rotation is due, for an account the operator made and rotates.
+fn next_rotation(
+    gsa: &GebetaServiceAccount,
+    status: &GebetaServiceAccountStatus,
+) -> Option<Timestamp> {
+    let schedule = plan::schedule(&gsa.spec).ok().flatten()?;
+    if status.adopted || status.account_id.is_none() {
+        return None;
+    }
+    let since = status
+        .last_rotation_time
+        .as_deref()
+        .or(status.created_at.as_deref())?
+        .parse::<Timestamp>()
+        .ok()?;
+    let seed = jitter_seed(&gsa.uid().unwrap_or_default());
+    Some(plan::next_rotation(since, schedule.interval, seed))
+}
+
+/// `wake`, or sooner if the next scheduled rotation comes first (computed, not read back
+/// from the status, whose times are rounded to the second).
+fn earliest(
+    wake: Duration,
+    gsa: &GebetaServiceAccount,
+    status: &GebetaServiceAccountStatus,
+) -> Duration {
+    match next_rotation(gsa, status) {
+        Some(at) => {
+            let until = Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default();
+            wake.min(until + Duration::from_millis(100))
+        }
+        None => wake,
+    }
+}
+
 /// State of the controller beyond the shared context.
 struct Reconciler {
     ctx: Arc<Context>,
@@ -154,6 +205,29 @@ struct Reconciler {
 }
 
 impl Reconciler {
+    /// Another object (in the caches) that names `account_id` in `spec.accountId` and was
+    /// created before `gsa` (ties: the smaller UID), as `namespace/name`.
+    fn earlier_adopter(&self, gsa: &GebetaServiceAccount, account_id: &str) -> Option<String> {
+        let order = |o: &GebetaServiceAccount| {
+            (
+                o.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                o.metadata.uid.clone(),
+            )
+        };
+        let mine = order(gsa);
+        self.stores
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| o.metadata.uid != gsa.metadata.uid)
+            .filter(|o| o.spec.account_id.as_deref() == Some(account_id))
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| order(o) < mine)
+            .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+            .min()
+    }
+
     /// Whether the object with `uid` may still exist: it is in a cache, or it could be in a
     /// namespace this operator does not watch.
     fn object_may_exist(&self, uid: &str) -> bool {
@@ -405,31 +479,36 @@ async fn apply(
     let original = gsa.status.clone().unwrap_or_default();
     let mut status = original.clone();
     let generation = gsa.metadata.generation;
+    let now = Timestamp::now();
+    status.next_rotation_time = next_rotation(gsa, &status).map(format_time);
     let rotate = gsa.annotations().get(ROTATE_ANNOTATION).cloned();
-    let rotation_requested = rotate.is_some() && rotate != status.observed_rotation;
+    let requested = rotate.filter(|r| Some(r) != status.observed_rotation.as_ref());
+    let rotation = plan::rotation_to_run(
+        requested.as_deref(),
+        status.rotation_in_progress.as_deref(),
+        next_rotation(gsa, &status),
+        now,
+    );
 
     let healthy = conditions::is_true(&status.conditions, conditions::READY)
         && status.observed_generation == generation
         && status.pending_creation.is_none()
-        && !rotation_requested
+        && rotation.is_none()
         && status.retiring.is_empty()
         && status.account_id.is_some();
     if let Some(due_in) = rec.resync_due_in(&uid, generation, healthy) {
         // Nothing changed since the last comparison: only check the token Secret is still ours.
         match check_token_secret(gsa, &status, ctx).await {
-            Ok(()) => return Ok(Action::requeue(due_in + Duration::from_secs(1))),
+            Ok(()) if status == original => {
+                let wake = earliest(due_in + Duration::from_secs(1), gsa, &status);
+                return Ok(Action::requeue(wake));
+            }
+            Ok(()) => return finish(gsa, api, rec, original, status, Ok(None)).await,
             Err(failure) => return finish(gsa, api, rec, original, status, Err(failure)).await,
         }
     }
 
-    let outcome = sync(
-        gsa,
-        api,
-        rec,
-        &mut status,
-        rotation_requested.then_some(rotate).flatten(),
-    )
-    .await;
+    let outcome = sync(gsa, api, rec, &mut status, rotation).await;
     if outcome.is_ok() {
         rec.mark_checked(&uid, generation);
     }
@@ -444,7 +523,7 @@ async fn finish(
     rec: &Reconciler,
     original: GebetaServiceAccountStatus,
     mut status: GebetaServiceAccountStatus,
-    outcome: Result<(), Failure>,
+    outcome: Result<Option<Waiting>, Failure>,
 ) -> Result<Action, Error> {
     let ctx = &rec.ctx;
     let uid = gsa.uid().unwrap_or_default();
@@ -454,11 +533,12 @@ async fn finish(
         conditions::get(&original.conditions, conditions::READY).map(|c| c.reason.clone());
     status.observed_generation = generation;
     let action = match &outcome {
-        Ok(()) => {
+        Ok(waiting) => {
             rec.succeeded(&uid);
-            let (reason, message) = match (status.state, status.adopted) {
-                (Some(AccountState::Suspended), _) => ("Suspended", "the account is suspended, as the spec asks".to_string()),
-                (_, true) => ("Ready", "the adopted account matches the spec; its token is not managed by the operator".to_string()),
+            let (reason, message) = match (status.state, status.adopted, waiting) {
+                (_, _, Some(w)) => (ROTATING, w.note.clone()),
+                (Some(AccountState::Suspended), _, _) => ("Suspended", "the account is suspended, as the spec asks".to_string()),
+                (_, true, _) => ("Ready", "the adopted account matches the spec; its token is not managed by the operator".to_string()),
                 _ => ("Ready", "the account is active and matches the spec".to_string()),
             };
             conditions::set(
@@ -479,7 +559,12 @@ async fn finish(
                 generation,
                 &now,
             );
-            Action::requeue(with_jitter(ctx.settings.resync_interval, 0.1))
+            let resync = with_jitter(ctx.settings.resync_interval, 0.1);
+            let wake = match waiting {
+                Some(w) => resync.min(w.recheck),
+                None => resync,
+            };
+            Action::requeue(earliest(wake, gsa, &status))
         }
         Err(failure) => {
             conditions::set(
@@ -517,7 +602,7 @@ async fn finish(
     let recovered = outcome.is_ok()
         && previous_reason
             .as_deref()
-            .is_some_and(|r| r != "Ready" && r != "Suspended");
+            .is_some_and(|r| r != "Ready" && r != "Suspended" && r != ROTATING);
     if recovered {
         ctx.event(
             &object_ref(gsa),
@@ -646,8 +731,10 @@ async fn sync(
     rec: &Reconciler,
     status: &mut GebetaServiceAccountStatus,
     rotation: Option<String>,
-) -> Result<(), Failure> {
+) -> Result<Option<Waiting>, Failure> {
     let ctx = &rec.ctx;
+    let schedule =
+        plan::schedule(&gsa.spec).map_err(|message| Failure::new("InvalidSpec", message))?;
     let user = user_token(gsa, ctx).await?;
     let uid = gsa.uid().unwrap_or_default();
 
@@ -655,6 +742,7 @@ async fn sync(
         recover_pending_creation(gsa, api, ctx, &user, status).await?;
     }
 
+    let mut waiting = None;
     if let Some(requested) = rotation {
         if status.adopted {
             return Err(Failure::new(
@@ -673,6 +761,17 @@ async fn sync(
                 write_status(api, ctx, &gsa.name_any(), status).await?;
             }
             if status.retiring.contains(&current) {
+                // Recorded with the new account (`create` writes status): the schedule counts
+                // from here, and the replaced account stays usable for the grace period.
+                let now = Timestamp::now();
+                let grace = schedule.map_or(Duration::ZERO, |s| s.grace);
+                status.last_rotation_time = Some(format_time(now));
+                status.retire_after = (!grace.is_zero()).then(|| {
+                    format_time(
+                        now.checked_add(SignedDuration::try_from(grace).unwrap_or_default())
+                            .unwrap_or(now),
+                    )
+                });
                 create(gsa, api, ctx, &user, status).await?;
                 ctx.event(
                     &object_ref(gsa),
@@ -687,11 +786,15 @@ async fn sync(
                 .await;
             }
         }
-        retire_replaced(gsa, api, ctx, &user, status).await?;
-        status.rotation_in_progress = None;
-        status.observed_rotation = Some(requested);
+        waiting = retire_replaced(gsa, api, ctx, &user, status).await?;
+        if status.retiring.is_empty() {
+            status.rotation_in_progress = None;
+            if !requested.starts_with(plan::SCHEDULED_PREFIX) {
+                status.observed_rotation = Some(requested);
+            }
+        }
     } else if !status.retiring.is_empty() {
-        retire_replaced(gsa, api, ctx, &user, status).await?;
+        waiting = retire_replaced(gsa, api, ctx, &user, status).await?;
     }
 
     let account = match (status.account_id.clone(), gsa.spec.account_id.clone()) {
@@ -721,7 +824,7 @@ async fn sync(
         },
         (None, Some(adopt)) => match ctx.gebeta.get_account(&user, &adopt).await {
             Ok(account) => {
-                refuse_foreign_account(rec, &uid, &account)?;
+                refuse_foreign_account(rec, gsa, &account)?;
                 status.account_id = Some(adopt.clone());
                 status.adopted = true;
                 ctx.event(
@@ -749,12 +852,13 @@ async fn sync(
         Some(account) => account,
         None => {
             create(gsa, api, ctx, &user, status).await?;
-            return check_token_secret(gsa, status, ctx).await;
+            check_token_secret(gsa, status, ctx).await?;
+            return Ok(waiting);
         }
     };
 
     if status.adopted
-        && let Err(failure) = refuse_foreign_account(rec, &uid, &account)
+        && let Err(failure) = refuse_foreign_account(rec, gsa, &account)
     {
         // Adopted before the other object's marker was checked: let go of the account, so
         // that neither a patch nor this object's deletion touches it.
@@ -777,7 +881,10 @@ async fn sync(
         ));
     }
     status.state = Some(account.status);
-    status.created_at = account.created_at.clone();
+    if account.created_at.is_some() {
+        // The API may leave it out; the operator's own record (see `create`) stays.
+        status.created_at = account.created_at.clone();
+    }
     if account.status == AccountState::Revoked {
         return Err(Failure::new(
             "RevokedUpstream",
@@ -816,10 +923,10 @@ async fn sync(
         )
         .await;
     }
-    if status.adopted {
-        return Ok(());
+    if !status.adopted {
+        check_token_secret(gsa, status, ctx).await?;
     }
-    check_token_secret(gsa, status, ctx).await
+    Ok(waiting)
 }
 
 async fn announce_patch(
@@ -894,7 +1001,10 @@ async fn recover_pending_creation(
     if let Some(account) = kept {
         status.account_id = Some(account.id.clone());
         status.state = account.known_state();
-        status.created_at = account.created_at.clone();
+        if account.created_at.is_some() {
+            // The API may leave it out; the operator's own record (see `create`) stays.
+            status.created_at = account.created_at.clone();
+        }
         status.token_secret_name = Some(token_secret_name(gsa));
         ctx.event(
             &object_ref(gsa),
@@ -918,7 +1028,8 @@ async fn recover_pending_creation(
     }
     status.pending_creation = None;
     write_status(api, ctx, &gsa.name_any(), status).await?;
-    retire_replaced(gsa, api, ctx, user, status).await
+    // A grace still running is reported by the rotation that resumes after this.
+    retire_replaced(gsa, api, ctx, user, status).await.map(drop)
 }
 
 /// Creates the account, stores its token, records its id — in that order, see the module docs.
@@ -998,7 +1109,11 @@ async fn create(
 
     status.account_id = Some(account.id.clone());
     status.state = account.known_state();
-    status.created_at = account.created_at.clone();
+    // The schedule of rotations counts from here when the API gives no creation time.
+    status.created_at = account
+        .created_at
+        .clone()
+        .or_else(|| Some(conditions::now_rfc3339()));
     status.token_secret_name = Some(secret_name.clone());
     status.adopted = false;
     status.pending_creation = None;
@@ -1168,9 +1283,10 @@ async fn stored_account_id(
 /// other's account.
 fn refuse_foreign_account(
     rec: &Reconciler,
-    uid: &str,
+    gsa: &GebetaServiceAccount,
     account: &gebeta::Account,
 ) -> Result<(), Failure> {
+    let uid = gsa.uid().unwrap_or_default();
     match plan::marker_uid(&account.description) {
         Some(owner) if owner != uid && rec.object_may_exist(owner) => Err(Failure::new(
             ACCOUNT_MANAGED_ELSEWHERE,
@@ -1181,7 +1297,20 @@ fn refuse_foreign_account(
                 account.id
             ),
         )),
-        _ => Ok(()),
+        // Adopted accounts carry no marker: two objects adopting one account would patch it
+        // in turn for ever. The first to exist keeps it; the second is told.
+        _ => match rec.earlier_adopter(gsa, &account.id) {
+            Some(first) => Err(Failure::new(
+                ACCOUNT_MANAGED_ELSEWHERE,
+                format!(
+                    "account {} is already adopted by GebetaServiceAccount {first}; one account \
+                     has one owner: remove spec.accountId from this object, or delete the other \
+                     object first",
+                    account.id
+                ),
+            )),
+            None => Ok(()),
+        },
     }
 }
 
@@ -1193,7 +1322,10 @@ async fn retire_replaced(
     ctx: &Context,
     user: &Token,
     status: &mut GebetaServiceAccountStatus,
-) -> Result<(), Failure> {
+) -> Result<Option<Waiting>, Failure> {
+    if let Some(waiting) = grace(gsa, ctx, status).await? {
+        return Ok(Some(waiting));
+    }
     while let Some(id) = status.retiring.first().cloned() {
         if status.account_id.as_ref() != Some(&id) {
             retire(ctx, user, &id, gsa.spec.effective_deletion_policy())
@@ -1223,9 +1355,54 @@ async fn retire_replaced(
             .await;
         }
         status.retiring.remove(0);
+        if status.retiring.is_empty() {
+            status.retire_after = None;
+        }
         write_status(api, ctx, &gsa.name_any(), status).await?;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A rotation's grace: the replaced accounts stay usable until `status.retireAfter`, and
+/// then until every access token using this account holds a token from the new one.
+async fn grace(
+    gsa: &GebetaServiceAccount,
+    ctx: &Context,
+    status: &GebetaServiceAccountStatus,
+) -> Result<Option<Waiting>, Failure> {
+    let Some(after) = status.retire_after.as_deref() else {
+        return Ok(None);
+    };
+    let (Some(current), Ok(after)) = (&status.account_id, after.parse::<Timestamp>()) else {
+        return Ok(None);
+    };
+    let replaced = status.retiring.join(", ");
+    let now = Timestamp::now();
+    if now < after {
+        return Ok(Some(Waiting {
+            note: format!(
+                "account {current} replaced {replaced}, which stays active until {} (grace \
+                 period) so that consumers can switch",
+                format_time(after)
+            ),
+            recheck: Duration::try_from(now.duration_until(after)).unwrap_or_default(),
+        }));
+    }
+    let tokens: Api<GebetaAccessToken> =
+        Api::namespaced(ctx.kube.clone(), &gsa.namespace().unwrap_or_default());
+    let tokens = tokens.list(&ListParams::default()).await?;
+    let behind = plan::consumers_behind(&tokens.items, &gsa.name_any(), current);
+    if behind.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Waiting {
+        note: format!(
+            "account {current} replaced {replaced}, which stays active until GebetaAccessToken \
+             {} hold(s) a token from {current}",
+            behind.join(", ")
+        ),
+        recheck: CONSUMER_RECHECK,
+    }))
 }
 
 /// Disposes of an account the object no longer uses, according to the deletion policy.

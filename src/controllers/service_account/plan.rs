@@ -15,10 +15,13 @@
 //! an empty description gets no space at all, and descriptions are compared trimmed, so a
 //! trimmed copy is neither a lost marker nor drift to patch for ever.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
+
+use jiff::{SignedDuration, Timestamp};
 
 use crate::{
-    crd::GebetaServiceAccountSpec,
+    controllers::conditions::format_time,
+    crd::{GebetaAccessToken, GebetaServiceAccountSpec, common::parse_duration},
     gebeta::{Account, AccountConfig, AccountPatch, AccountState},
 };
 
@@ -117,6 +120,101 @@ pub fn immutable_mismatch(spec: &GebetaServiceAccountSpec, account: &Account) ->
     fields
 }
 
+/// Shortest rotation interval accepted.
+pub const MIN_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+/// Grace period of a rotation when `spec.rotation` sets none.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(600);
+
+/// A rotation schedule read from the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub grace: Duration,
+}
+
+/// The spec's rotation schedule: `Ok(None)` without one, `Err` with a message when it
+/// cannot be used.
+pub fn schedule(spec: &GebetaServiceAccountSpec) -> Result<Option<Schedule>, String> {
+    let Some(rotation) = &spec.rotation else {
+        return Ok(None);
+    };
+    if spec.account_id.is_some() {
+        return Err(
+            "spec.rotation cannot be used with spec.accountId: an adopted account's \
+                    token is not the operator's"
+                .into(),
+        );
+    }
+    let interval = parse_duration(&rotation.interval)
+        .filter(|i| *i >= MIN_ROTATION_INTERVAL)
+        .ok_or_else(|| {
+            format!(
+                "spec.rotation.interval {:?} is not a duration of at least 10s",
+                rotation.interval
+            )
+        })?;
+    let grace = match &rotation.grace_period {
+        None => DEFAULT_GRACE_PERIOD,
+        Some(g) => parse_duration(g)
+            .ok_or_else(|| format!("spec.rotation.gracePeriod {g:?} is not a duration"))?,
+    };
+    Ok(Some(Schedule { interval, grace }))
+}
+
+/// When the next scheduled rotation is due: `interval` after `since`, up to 10% early by an
+/// amount fixed by `seed` (the object's UID), so accounts created together spread out.
+pub fn next_rotation(since: Timestamp, interval: Duration, seed: u64) -> Timestamp {
+    let early = interval.mul_f64((seed % 1000) as f64 / 1000.0 * 0.1);
+    let after = interval.saturating_sub(early);
+    since
+        .checked_add(SignedDuration::try_from(after).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// The rotation to work on: one the annotation asks for, else one already in progress
+/// (interrupted), else a scheduled one that is due (`scheduled:<due time>`).
+pub fn rotation_to_run(
+    requested: Option<&str>,
+    in_progress: Option<&str>,
+    due: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<String> {
+    requested.or(in_progress).map(str::to_string).or_else(|| {
+        due.filter(|d| *d <= now)
+            .map(|d| format!("{SCHEDULED_PREFIX}{}", format_time(d)))
+    })
+}
+
+/// Prefix of the rotation key of scheduled rotations (annotation values are the user's).
+pub const SCHEDULED_PREFIX: &str = "scheduled:";
+
+/// The access tokens of the namespace that use the account named `gsa` (client or server
+/// token) and do not hold a token from `current` yet. Suspended tokens and tokens being
+/// deleted do not refresh, so they are not waited for.
+pub fn consumers_behind(tokens: &[GebetaAccessToken], gsa: &str, current: &str) -> Vec<String> {
+    let uses = |t: &GebetaAccessToken| {
+        [&t.spec.client_token, &t.spec.server_token]
+            .iter()
+            .any(|src| {
+                src.service_account_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == gsa)
+            })
+    };
+    let mut behind: Vec<String> = tokens
+        .iter()
+        .filter(|t| uses(t) && !t.spec.suspended && t.metadata.deletion_timestamp.is_none())
+        .filter(|t| {
+            !t.status
+                .as_ref()
+                .is_some_and(|s| s.source_account_ids.iter().any(|id| id == current))
+        })
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    behind.sort();
+    behind
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +234,7 @@ mod tests {
             token_secret_name: None,
             account_id: None,
             user_token_secret_ref: None,
+            rotation: None,
         }
     }
 
@@ -151,6 +250,108 @@ mod tests {
             updated_at: None,
             unknown: Vec::new(),
         }
+    }
+
+    #[test]
+    fn scheduled_rotations_are_spread_and_never_late() {
+        let since: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let interval = Duration::from_secs(720 * 3600);
+        let times: BTreeSet<Timestamp> = (0..50u64)
+            .map(|seed| next_rotation(since, interval, seed * 7919))
+            .collect();
+        assert!(
+            times.len() > 40,
+            "spread: {} distinct times of 50",
+            times.len()
+        );
+        let latest = since
+            .checked_add(SignedDuration::try_from(interval).unwrap())
+            .unwrap();
+        let earliest = since
+            .checked_add(SignedDuration::try_from(interval.mul_f64(0.9)).unwrap())
+            .unwrap();
+        assert!(times.iter().all(|t| *t <= latest && *t >= earliest));
+    }
+
+    #[test]
+    fn the_annotation_then_an_interrupted_rotation_then_the_schedule() {
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let past = now.checked_sub(SignedDuration::from_secs(1)).unwrap();
+        let future = now.checked_add(SignedDuration::from_secs(1)).unwrap();
+        assert_eq!(
+            rotation_to_run(Some("2"), Some("1"), Some(past), now).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            rotation_to_run(None, Some("scheduled:x"), Some(future), now).as_deref(),
+            Some("scheduled:x"),
+            "an interrupted rotation is finished, not forgotten"
+        );
+        assert_eq!(
+            rotation_to_run(None, None, Some(past), now).as_deref(),
+            Some("scheduled:2025-12-31T23:59:59Z")
+        );
+        assert_eq!(rotation_to_run(None, None, Some(future), now), None);
+        assert_eq!(rotation_to_run(None, None, None, now), None);
+    }
+
+    #[test]
+    fn a_rotation_waits_for_the_tokens_that_use_the_account() {
+        let token = |name: &str, client: &str, server: &str, ids: &[&str], suspended: bool| {
+            let mut t: GebetaAccessToken = serde_json::from_value(serde_json::json!({
+                "apiVersion": "gebeta.app/v1alpha1",
+                "kind": "GebetaAccessToken",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {
+                    "secretName": format!("{name}-token"),
+                    "suspended": suspended,
+                    "clientToken": {"serviceAccountRef": {"name": client}},
+                    "serverToken": {"serviceAccountRef": {"name": server}},
+                },
+            }))
+            .unwrap();
+            t.status = Some(crate::crd::GebetaAccessTokenStatus {
+                source_account_ids: ids.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            });
+            t
+        };
+        let tokens = [
+            token("switched", "web", "srv", &["new", "srv-1"], false),
+            token("old", "web", "srv", &["old", "srv-1"], false),
+            token("as-server", "other", "web", &[], false),
+            token("paused", "web", "srv", &["old"], true),
+            token("unrelated", "a", "b", &[], false),
+        ];
+        assert_eq!(
+            consumers_behind(&tokens, "web", "new"),
+            ["as-server", "old"]
+        );
+        assert!(consumers_behind(&tokens, "srv", "srv-1").is_empty());
+    }
+
+    #[test]
+    fn rotation_schedules_are_checked() {
+        let mut s = spec();
+        assert_eq!(schedule(&s), Ok(None));
+        s.rotation = Some(crate::crd::RotationSchedule {
+            interval: "720h".into(),
+            grace_period: None,
+        });
+        assert_eq!(
+            schedule(&s),
+            Ok(Some(Schedule {
+                interval: Duration::from_secs(720 * 3600),
+                grace: DEFAULT_GRACE_PERIOD
+            }))
+        );
+        s.rotation.as_mut().unwrap().interval = "5s".into();
+        assert!(schedule(&s).unwrap_err().contains("at least 10s"));
+        s.rotation.as_mut().unwrap().interval = "1h".into();
+        s.rotation.as_mut().unwrap().grace_period = Some("0s".into());
+        assert_eq!(schedule(&s).unwrap().unwrap().grace, Duration::ZERO);
+        s.account_id = Some("acc".into());
+        assert!(schedule(&s).unwrap_err().contains("adopted"));
     }
 
     #[test]
