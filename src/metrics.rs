@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::gebeta::RequestObserver;
+use crate::{controllers::reason, gebeta::RequestObserver};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -155,12 +155,10 @@ impl Default for Metrics {
                 result: "ok".into(),
             });
         }
-        for reason in [
-            "UpstreamUnavailable",
-            "InvalidCredentials",
-            "InvalidTokenFromUpstream",
-            "TokenExpired",
-        ] {
+        for reason in reason::CALL_FAILURES
+            .into_iter()
+            .chain([reason::TOKEN_EXPIRED])
+        {
             let _ = metrics.refresh_failures.get_or_create(&ReasonLabels {
                 reason: reason.into(),
             });

@@ -4,6 +4,7 @@
 pub mod access_token;
 pub mod conditions;
 pub mod own_writes;
+pub mod reason;
 pub mod service_account;
 
 use std::{sync::Arc, time::Duration};

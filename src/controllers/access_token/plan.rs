@@ -8,46 +8,7 @@ use jiff::Timestamp;
 use super::schedule::{self, TokenTimes};
 use crate::controllers::conditions::format_time;
 
-/// Stable condition reasons (also used as event reasons and metric labels).
-pub mod reason {
-    pub const READY: &str = "Ready";
-    pub const SUSPENDED: &str = "Suspended";
-    pub const SECRET_CONFLICT: &str = "SecretConflict";
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
-    pub const INVALID_SECRET: &str = "InvalidSecret";
-    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
-    pub const INVALID_CREDENTIALS: &str = "InvalidCredentials";
-    pub const UPSTREAM_UNAVAILABLE: &str = "UpstreamUnavailable";
-    pub const TOKEN_EXPIRED: &str = "TokenExpired";
-    pub const INVALID_TOKEN_FROM_UPSTREAM: &str = "InvalidTokenFromUpstream";
-    /// The spec cannot be acted on (e.g. `tokenKey` equal to `expiresAtKey`).
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// No token yet and nothing has failed (only seen between two reconciles).
-    pub const PENDING: &str = "Pending";
-    /// The API answered but a Kubernetes write of the answer failed (kept in memory and
-    /// written at the next attempt, without a new call).
-    pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
-    /// A rollout-restart target does not exist (event only).
-    pub const ROLLOUT_TARGET_NOT_FOUND: &str = "RolloutTargetNotFound";
-    /// A rollout-restart target did not opt in to restarts by this object (event only).
-    pub const ROLLOUT_TARGET_NOT_OPTED_IN: &str = "RolloutTargetNotOptedIn";
-    /// The template asks for another Secret type than the live Secret's (event only).
-    pub const SECRET_TYPE_IMMUTABLE: &str = "SecretTypeImmutable";
-
-    /// Reasons of failed Gebeta calls: remembered in `status.lastFailureReason` until a call
-    /// succeeds. Every other failure is recomputed on each reconcile.
-    pub const CALL_FAILURES: [&str; 3] = [
-        INVALID_CREDENTIALS,
-        UPSTREAM_UNAVAILABLE,
-        INVALID_TOKEN_FROM_UPSTREAM,
-    ];
-
-    /// Call failures that leave a still-valid token usable (Ready stays True).
-    pub fn is_transient(reason: &str) -> bool {
-        reason == UPSTREAM_UNAVAILABLE || reason == INVALID_TOKEN_FROM_UPSTREAM
-    }
-}
+pub use crate::controllers::reason;
 
 /// A refresh is due this much before its planned time (timer and clock granularity).
 const EARLY: Duration = Duration::from_millis(50);

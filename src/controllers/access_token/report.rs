@@ -181,9 +181,9 @@ fn events(
     let issued = matches!(o.exchanged, Some(Exchanged::Issued(_)));
     if issued && !o.had_token_secret {
         let note = format!("wrote the first access token to Secret {}", o.secret_name);
-        events.push(EventNote::normal("Issued", "Refresh", &note));
+        events.push(EventNote::normal(reason::ISSUED, "Refresh", &note));
     } else if ready_reason == reason::READY && prev_reason.is_some_and(|r| !QUIET.contains(&r)) {
-        events.push(EventNote::normal("Recovered", "Refresh", message));
+        events.push(EventNote::normal(reason::RECOVERED, "Refresh", message));
     }
     if let Some((live, wanted)) = &o.type_kept {
         let note = format!(

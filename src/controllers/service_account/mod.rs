@@ -49,6 +49,7 @@ use super::{
     Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope,
     access_token::schedule::jitter_seed,
     conditions::{self, format_time},
+    reason,
 };
 use crate::{
     crd::{
@@ -74,12 +75,6 @@ pub const SERVICE_ACCOUNT_LABEL: &str = "gebeta.app/service-account";
 pub const TOKEN_KEY: &str = "token";
 
 const CONTROLLER: &str = "service_account";
-/// Reason when an object needs the default user token but its namespace may not use it.
-pub const CREDENTIALS_NOT_ALLOWED: &str = "CredentialsNotAllowed";
-/// Reason when `spec.accountId` names an account another object manages.
-pub const ACCOUNT_MANAGED_ELSEWHERE: &str = "AccountManagedElsewhere";
-/// Reason while a replaced account could not be retired yet.
-pub const RETIRE_FAILED: &str = "RetireFailed";
 
 /// Failures that end a reconcile with an error (Kubernetes trouble); Gebeta and input problems
 /// are reported in status instead and never reach here.
@@ -123,10 +118,10 @@ impl Failure {
 
     fn upstream(err: &gebeta::Error, doing: &str) -> Self {
         let reason = match err {
-            gebeta::Error::Unauthorized { .. } => "InvalidCredentials",
-            gebeta::Error::Validation { .. } => "UpstreamRejected",
-            gebeta::Error::Config { .. } => "ConfigurationError",
-            _ => "UpstreamUnavailable",
+            gebeta::Error::Unauthorized { .. } => reason::INVALID_CREDENTIALS,
+            gebeta::Error::Validation { .. } => reason::UPSTREAM_REJECTED,
+            gebeta::Error::Config { .. } => reason::CONFIGURATION_ERROR,
+            _ => reason::UPSTREAM_UNAVAILABLE,
         };
         Failure {
             reason,
@@ -138,12 +133,10 @@ impl Failure {
 
 impl From<kube::Error> for Failure {
     fn from(err: kube::Error) -> Self {
-        Failure::new("KubernetesError", err.to_string())
+        Failure::new(reason::KUBERNETES_ERROR, err.to_string())
     }
 }
 
-/// Ready reason while a rotation's replaced account waits out its grace (Ready stays True).
-const ROTATING: &str = "Rotating";
 /// How often a rotation waiting for its consumers looks at them again.
 const CONSUMER_RECHECK: Duration = Duration::from_secs(5);
 
@@ -536,10 +529,10 @@ async fn finish(
         Ok(waiting) => {
             rec.succeeded(&uid);
             let (reason, message) = match (status.state, status.adopted, waiting) {
-                (_, _, Some(w)) => (ROTATING, w.note.clone()),
-                (Some(AccountState::Suspended), _, _) => ("Suspended", "the account is suspended, as the spec asks".to_string()),
-                (_, true, _) => ("Ready", "the adopted account matches the spec; its token is not managed by the operator".to_string()),
-                _ => ("Ready", "the account is active and matches the spec".to_string()),
+                (_, _, Some(w)) => (reason::ROTATING, w.note.clone()),
+                (Some(AccountState::Suspended), _, _) => (reason::SUSPENDED, "the account is suspended, as the spec asks".to_string()),
+                (_, true, _) => (reason::READY, "the adopted account matches the spec; its token is not managed by the operator".to_string()),
+                _ => (reason::READY, "the account is active and matches the spec".to_string()),
             };
             conditions::set(
                 &mut status.conditions,
@@ -554,7 +547,7 @@ async fn finish(
                 &mut status.conditions,
                 conditions::SYNCED,
                 true,
-                "Synced",
+                reason::SYNCED,
                 "",
                 generation,
                 &now,
@@ -602,12 +595,12 @@ async fn finish(
     let recovered = outcome.is_ok()
         && previous_reason
             .as_deref()
-            .is_some_and(|r| r != "Ready" && r != "Suspended" && r != ROTATING);
+            .is_some_and(|r| r != reason::READY && r != reason::SUSPENDED && r != reason::ROTATING);
     if recovered {
         ctx.event(
             &object_ref(gsa),
             EventType::Normal,
-            "Recovered",
+            reason::RECOVERED,
             "Reconcile",
             "the account is in sync again".into(),
         )
@@ -659,7 +652,7 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
                 && !allowed.contains(&ns)
             {
                 return Err(Failure::new(
-                    CREDENTIALS_NOT_ALLOWED,
+                    reason::CREDENTIALS_NOT_ALLOWED,
                     format!(
                         "the operator's default user token may not be used in namespace {ns}: \
                          set spec.userTokenSecretRef to a user token Secret of this namespace, or \
@@ -676,7 +669,7 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
         }
         (None, None) => {
             return Err(Failure::new(
-                "MissingCredentials",
+                reason::MISSING_CREDENTIALS,
                 "no management credentials: set spec.userTokenSecretRef or configure the operator's default user token",
             ));
         }
@@ -684,7 +677,7 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), &namespace);
     let secret = secrets.get_opt(&name).await?.ok_or_else(|| {
         Failure::new(
-            "MissingCredentials",
+            reason::MISSING_CREDENTIALS,
             format!("user token Secret {namespace}/{name} not found"),
         )
     })?;
@@ -693,7 +686,7 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
             // Kept only so that objects being deleted can clean up (see `user_token`): a
             // deleted credential is not used for anything else.
             return Err(Failure::new(
-                "MissingCredentials",
+                reason::MISSING_CREDENTIALS,
                 format!(
                     "user token Secret {namespace}/{name} is being deleted; it is kept only \
                      until the objects using it are cleaned up"
@@ -713,11 +706,11 @@ async fn user_token(gsa: &GebetaServiceAccount, ctx: &Context) -> Result<Token, 
     match value {
         Some(v) if !v.is_empty() => Ok(Token::new(v)),
         Some(_) => Err(Failure::new(
-            "MissingCredentials",
+            reason::MISSING_CREDENTIALS,
             format!("key {key:?} of Secret {namespace}/{name} is empty"),
         )),
         None => Err(Failure::new(
-            "MissingCredentials",
+            reason::MISSING_CREDENTIALS,
             format!("Secret {namespace}/{name} has no key {key:?}"),
         )),
     }
@@ -734,7 +727,7 @@ async fn sync(
 ) -> Result<Option<Waiting>, Failure> {
     let ctx = &rec.ctx;
     let schedule =
-        plan::schedule(&gsa.spec).map_err(|message| Failure::new("InvalidSpec", message))?;
+        plan::schedule(&gsa.spec).map_err(|message| Failure::new(reason::INVALID_SPEC, message))?;
     let user = user_token(gsa, ctx).await?;
     let uid = gsa.uid().unwrap_or_default();
 
@@ -746,7 +739,7 @@ async fn sync(
     if let Some(requested) = rotation {
         if status.adopted {
             return Err(Failure::new(
-                "RotationUnsupported",
+                reason::ROTATION_UNSUPPORTED,
                 "an adopted account cannot be rotated: its token is not managed by the operator",
             ));
         }
@@ -776,7 +769,7 @@ async fn sync(
                 ctx.event(
                     &object_ref(gsa),
                     EventType::Normal,
-                    "Rotated",
+                    reason::ROTATED,
                     "Rotate",
                     format!(
                         "created account {} with a new token; retiring account {current}",
@@ -802,7 +795,7 @@ async fn sync(
             Ok(account) => Some(account),
             Err(err) if err.is_not_found() && status.adopted => {
                 return Err(Failure::new(
-                    "AdoptedAccountNotFound",
+                    reason::ADOPTED_ACCOUNT_NOT_FOUND,
                     format!("account {id} named in spec.accountId does not exist upstream"),
                 ));
             }
@@ -810,7 +803,7 @@ async fn sync(
                 ctx.event(
                     &object_ref(gsa),
                     EventType::Warning,
-                    "AccountDeletedUpstream",
+                    reason::ACCOUNT_DELETED_UPSTREAM,
                     "Recreate",
                     format!("account {id} was deleted outside Kubernetes; creating a new one"),
                 )
@@ -830,7 +823,7 @@ async fn sync(
                 ctx.event(
                     &object_ref(gsa),
                     EventType::Normal,
-                    "Adopted",
+                    reason::ADOPTED,
                     "Adopt",
                     format!("managing existing account {adopt}"),
                 )
@@ -839,7 +832,7 @@ async fn sync(
             }
             Err(err) if err.is_not_found() => {
                 return Err(Failure::new(
-                    "AdoptedAccountNotFound",
+                    reason::ADOPTED_ACCOUNT_NOT_FOUND,
                     format!("account {adopt} named in spec.accountId does not exist upstream"),
                 ));
             }
@@ -871,7 +864,7 @@ async fn sync(
         // A newer API than this operator: acting on values it cannot read (patching a state
         // back, dropping a scope) could undo what someone meant. Report, touch nothing.
         return Err(Failure::new(
-            "UnknownUpstreamValue",
+            reason::UNKNOWN_UPSTREAM_VALUE,
             format!(
                 "account {} has values this operator does not know ({}); it is left as it is: \
                  upgrade the operator, or set {ROTATE_ANNOTATION} to replace the account",
@@ -887,7 +880,7 @@ async fn sync(
     }
     if account.status == AccountState::Revoked {
         return Err(Failure::new(
-            "RevokedUpstream",
+            reason::REVOKED_UPSTREAM,
             format!(
                 "account {} was revoked upstream; it is not recreated automatically. Set the annotation {ROTATE_ANNOTATION} to a new value to get a new account",
                 account.id
@@ -898,7 +891,7 @@ async fn sync(
     let immutable = plan::immutable_mismatch(&gsa.spec, &account);
     if !immutable.is_empty() {
         return Err(Failure::new(
-            "ImmutableFieldMismatch",
+            reason::IMMUTABLE_FIELD_MISMATCH,
             format!(
                 "upstream {} differs from the spec and cannot be changed; set {ROTATE_ANNOTATION} to replace the account",
                 immutable.join(", ")
@@ -939,16 +932,16 @@ async fn announce_patch(
 ) {
     let (reason, note) = match patch.status {
         _ if spec_unchanged => (
-            "DriftCorrected",
+            reason::DRIFT_CORRECTED,
             format!(
                 "account {id} was changed outside Kubernetes; restored {}",
                 changed.join(", ")
             ),
         ),
-        Some(AccountState::Suspended) => ("Suspended", format!("account {id} suspended")),
-        Some(AccountState::Active) => ("Reactivated", format!("account {id} reactivated")),
+        Some(AccountState::Suspended) => (reason::SUSPENDED, format!("account {id} suspended")),
+        Some(AccountState::Active) => (reason::REACTIVATED, format!("account {id} reactivated")),
         _ => (
-            "Updated",
+            reason::UPDATED,
             format!("account {id}: updated {}", changed.join(", ")),
         ),
     };
@@ -988,7 +981,7 @@ async fn recover_pending_creation(
         ctx.event(
             &object_ref(gsa),
             EventType::Normal,
-            "OrphanDeleted",
+            reason::ORPHAN_DELETED,
             "Recover",
             format!(
                 "deleted account {} created before an interruption; its token was never stored",
@@ -1009,7 +1002,7 @@ async fn recover_pending_creation(
         ctx.event(
             &object_ref(gsa),
             EventType::Normal,
-            "Recovered",
+            reason::RECOVERED,
             "Recover",
             format!(
                 "recorded account {} created before an interruption",
@@ -1048,7 +1041,7 @@ async fn create(
         && !owned_by(existing, gsa)
     {
         return Err(Failure::new(
-            "SecretConflict",
+            reason::SECRET_CONFLICT,
             format!(
                 "Secret {secret_name} exists and is not managed by this GebetaServiceAccount; refusing to overwrite it"
             ),
@@ -1102,7 +1095,7 @@ async fn create(
             tracing::warn!(account = %account.id, %cleanup, "could not delete an account whose token could not be stored");
         }
         return Err(Failure::new(
-            "KubernetesError",
+            reason::KUBERNETES_ERROR,
             format!("storing the new account's token in Secret {secret_name}: {err}"),
         ));
     }
@@ -1121,7 +1114,7 @@ async fn create(
     ctx.event(
         &object_ref(gsa),
         EventType::Normal,
-        "Created",
+        reason::CREATED,
         "Create",
         format!(
             "created account {} and stored its token in Secret {secret_name}",
@@ -1230,11 +1223,11 @@ async fn check_token_secret(
     match secrets_api(gsa, ctx).get_opt(&name).await? {
         Some(secret) if owned_by(&secret, gsa) => Ok(()),
         Some(_) => Err(Failure::new(
-            "SecretConflict",
+            reason::SECRET_CONFLICT,
             format!("Secret {name} is no longer managed by this GebetaServiceAccount"),
         )),
         None => Err(Failure::new(
-            "TokenSecretMissing",
+            reason::TOKEN_SECRET_MISSING,
             format!(
                 "Secret {name} with the account's token was deleted; the API cannot return the token again. Set the annotation {ROTATE_ANNOTATION} to a new value to get a new account"
             ),
@@ -1289,7 +1282,7 @@ fn refuse_foreign_account(
     let uid = gsa.uid().unwrap_or_default();
     match plan::marker_uid(&account.description) {
         Some(owner) if owner != uid && rec.object_may_exist(owner) => Err(Failure::new(
-            ACCOUNT_MANAGED_ELSEWHERE,
+            reason::ACCOUNT_MANAGED_ELSEWHERE,
             format!(
                 "account {} is managed by another GebetaServiceAccount (UID {owner}); one \
                  account has one owner: remove spec.accountId from this object, or delete the \
@@ -1301,7 +1294,7 @@ fn refuse_foreign_account(
         // in turn for ever. The first to exist keeps it; the second is told.
         _ => match rec.earlier_adopter(gsa, &account.id) {
             Some(first) => Err(Failure::new(
-                ACCOUNT_MANAGED_ELSEWHERE,
+                reason::ACCOUNT_MANAGED_ELSEWHERE,
                 format!(
                     "account {} is already adopted by GebetaServiceAccount {first}; one account \
                      has one owner: remove spec.accountId from this object, or delete the other \
@@ -1333,7 +1326,7 @@ async fn retire_replaced(
                 .map_err(|f| {
                     ctx.metrics.retire_failed();
                     Failure {
-                        reason: RETIRE_FAILED,
+                        reason: reason::RETIRE_FAILED,
                         message: format!(
                             "account {id} was replaced but is not retired yet ({}); it stays \
                              usable until this succeeds",
@@ -1345,7 +1338,7 @@ async fn retire_replaced(
             ctx.event(
                 &object_ref(gsa),
                 EventType::Normal,
-                "Retired",
+                reason::RETIRED,
                 "Rotate",
                 format!(
                     "replaced account {id} retired (deletionPolicy {:?})",
@@ -1438,7 +1431,7 @@ async fn cleanup(
         ctx.event(
             &oref,
             EventType::Warning,
-            "UpstreamCleanupSkipped",
+            reason::UPSTREAM_CLEANUP_SKIPPED,
             "Delete",
             format!("{SKIP_CLEANUP_ANNOTATION} is set: the upstream account is left as it is"),
         )
@@ -1456,7 +1449,7 @@ async fn cleanup(
             ctx.event(
                 &oref,
                 EventType::Normal,
-                "Orphaned",
+                reason::ORPHANED,
                 "Delete",
                 format!("deletionPolicy Orphan: account {id} is left upstream"),
             )
@@ -1505,9 +1498,9 @@ async fn cleanup(
     match result {
         Ok(ids) => {
             let (reason, verb) = if policy == DeletionPolicy::Delete {
-                ("Deleted", "deleted")
+                (reason::DELETED, "deleted")
             } else {
-                ("Revoked", "revoked")
+                (reason::REVOKED, "revoked")
             };
             for id in ids {
                 ctx.event(
@@ -1533,7 +1526,7 @@ async fn cleanup(
                 &mut new_status.conditions,
                 conditions::READY,
                 false,
-                "CleanupFailed",
+                reason::CLEANUP_FAILED,
                 &message,
                 gsa.metadata.generation,
                 &now,
@@ -1542,7 +1535,7 @@ async fn cleanup(
                 ctx.event(
                     &oref,
                     EventType::Warning,
-                    "CleanupFailed",
+                    reason::CLEANUP_FAILED,
                     "Delete",
                     message.clone(),
                 )
