@@ -1225,25 +1225,11 @@ impl<'a> Reconcile<'a> {
         before: Option<String>,
         status: &GebetaAccessTokenStatus,
     ) -> Result<(), Error> {
-        let patch = serde_json::json!({
-            "apiVersion": GebetaAccessToken::api_version(&()),
-            "kind": GebetaAccessToken::kind(&()),
-            "status": status,
-        });
         self.work().await;
-        let written = self
-            .api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        self.shared
+            .ctx
+            .write_status(&self.api, &self.name, before.as_deref(), status)
             .await?;
-        self.ctx().own_writes.record_over(
-            &self.state.uid,
-            before.as_deref(),
-            written.resource_version().as_deref(),
-        );
         Ok(())
     }
 

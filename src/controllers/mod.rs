@@ -2,6 +2,7 @@
 //! client, metrics, the event recorder and settings.
 
 pub mod access_token;
+pub mod backoff;
 pub mod conditions;
 pub mod own_writes;
 pub mod reason;
@@ -9,9 +10,10 @@ pub mod service_account;
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{
-    Client,
+    Api, Client, Resource,
+    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         events::{Event, EventType, Recorder, Reporter},
@@ -19,7 +21,7 @@ use kube::{
         watcher::{self, watcher},
     },
 };
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{gebeta::GebetaClient, metrics::Metrics};
 
@@ -70,6 +72,23 @@ impl Default for Settings {
             instance: "gebeta-operator".into(),
         }
     }
+}
+
+/// Whether `meta` belongs to the object with `uid`: the managed-by label and a controller
+/// owner reference to that UID. The one ownership check of both controllers: an object
+/// failing it is never written over or deleted.
+pub fn is_ours(meta: &ObjectMeta, uid: &str) -> bool {
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY);
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == uid && r.controller == Some(true));
+    labelled && owned
 }
 
 /// An event a plan decided to publish (its note never holds a secret).
@@ -130,6 +149,40 @@ impl Context {
             settings,
             own_writes: own_writes::OwnWrites::default(),
         })
+    }
+
+    /// Writes an object's status (server-side apply as the operator's field manager) and notes
+    /// the version written, and the one it was written over (`before`, when the caller knows
+    /// it), as our own (see [`own_writes`]). The one status writer of both controllers.
+    pub async fn write_status<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        before: Option<&str>,
+        status: &impl Serialize,
+    ) -> Result<K, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        let written = api
+            .patch_status(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        let meta = written.meta();
+        self.own_writes.record_over(
+            meta.uid.as_deref().unwrap_or_default(),
+            before,
+            meta.resource_version.as_deref(),
+        );
+        Ok(written)
     }
 
     /// Publishes the events a plan decided, in order.

@@ -115,21 +115,7 @@ impl Keys {
     }
 }
 
-/// Whether `meta` belongs to the object with `uid`: the managed-by label and a controller
-/// owner reference to that UID.
-pub fn is_ours(meta: &ObjectMeta, uid: &str) -> bool {
-    let labelled = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY);
-    let owned = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.uid == uid && r.controller == Some(true));
-    labelled && owned
-}
+pub use crate::controllers::is_ours;
 
 fn owner_reference(obj: &GebetaAccessToken) -> OwnerReference {
     OwnerReference {

@@ -2,8 +2,16 @@
 //! patched, suspended, reactivated, rotated and deleted to match the spec.
 //!
 //! Shape: `reconcile` runs kube's finalizer helper and dispatches to [`apply`] or [`cleanup`].
-//! `apply` fetches credentials and the upstream account, decides with the pure functions in
-//! [`plan`], acts, and writes status only when it changed.
+//! `apply` decides which rotation to run ([`plan::rotation_to_run`]: the annotation, one in
+//! progress, or a scheduled one due), then `sync` walks the crash-safe sequence in a fixed
+//! order — recover an interrupted creation, rotate (record, then create the replacement),
+//! retire replaced accounts (after the grace, [`plan::consumers_behind`]), read the account
+//! (or adopt, or recreate one deleted upstream, or create) — and decides what to do about the
+//! account it read with one pure function, [`plan::assess`]: report (unknown values, revoked,
+//! immutable fields), patch the drift (event from [`plan::patch_event`]), or nothing.
+//! `finish` sets the conditions and writes status only when it changed. Reasons come from
+//! [`crate::controllers::reason`]; backoff, the status writer and the ownership check are
+//! the ones the access-token controller uses.
 //!
 //! # Crash-safe creation
 //! The API returns an account's token once, at creation, and has no idempotency key. So:
@@ -42,12 +50,11 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope,
-    access_token::schedule::jitter_seed,
+    backoff::{jitter_seed, retry_delay},
     conditions::{self, format_time},
     reason,
 };
@@ -198,11 +205,17 @@ struct Reconciler {
 }
 
 impl Reconciler {
-    /// Another object (in the caches) that names `account_id` in `spec.accountId` and was
-    /// created before `gsa` (ties: the smaller UID), as `namespace/name`.
+    /// Another object (in the caches) that names `account_id` in `spec.accountId` and comes
+    /// first: one that already holds the account keeps it; among equals, the older (then the
+    /// smaller UID). As `namespace/name`.
     fn earlier_adopter(&self, gsa: &GebetaServiceAccount, account_id: &str) -> Option<String> {
         let order = |o: &GebetaServiceAccount| {
+            let holds = o
+                .status
+                .as_ref()
+                .is_some_and(|s| s.adopted && s.account_id.as_deref() == Some(account_id));
             (
+                !holds,
                 o.metadata.creation_timestamp.as_ref().map(|t| t.0),
                 o.metadata.uid.clone(),
             )
@@ -264,10 +277,8 @@ impl Reconciler {
             fingerprint,
         });
         entry.failures = entry.failures.saturating_add(1);
-        let base = Duration::from_secs(2)
-            .saturating_mul(1 << (entry.failures - 1).min(8))
-            .min(Duration::from_secs(300));
-        let delay = with_jitter(base.max(floor.unwrap_or_default()), 0.2);
+        // The backoff both controllers use; an account has no token lifetime to bound it.
+        let delay = retry_delay(entry.failures, floor, None, rand::random::<f64>());
         entry.until = Instant::now() + delay;
         entry.fingerprint = fingerprint;
         delay
@@ -619,23 +630,7 @@ async fn write_status(
     name: &str,
     status: &GebetaServiceAccountStatus,
 ) -> Result<(), kube::Error> {
-    let patch = json!({
-        "apiVersion": "gebeta.app/v1alpha1",
-        "kind": "GebetaServiceAccount",
-        "status": status,
-    });
-    let written = api
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    ctx.own_writes.record(
-        written.metadata.uid.as_deref().unwrap_or_default(),
-        written.metadata.resource_version.as_deref(),
-    );
-    Ok(())
+    ctx.write_status(api, name, None, status).await.map(drop)
 }
 
 /// Loads the management credentials: the object's `userTokenSecretRef`, or the operator's
@@ -860,93 +855,32 @@ async fn sync(
         status.state = None;
         return Err(failure);
     }
-    if !account.unknown.is_empty() {
-        // A newer API than this operator: acting on values it cannot read (patching a state
-        // back, dropping a scope) could undo what someone meant. Report, touch nothing.
-        return Err(Failure::new(
-            reason::UNKNOWN_UPSTREAM_VALUE,
-            format!(
-                "account {} has values this operator does not know ({}); it is left as it is: \
-                 upgrade the operator, or set {ROTATE_ANNOTATION} to replace the account",
-                account.id,
-                account.unknown.join(", ")
-            ),
-        ));
+    // Plan (pure): report a problem, patch what drifted, or nothing.
+    if let Some(state) = account.known_state() {
+        status.state = Some(state);
     }
-    status.state = Some(account.status);
     if account.created_at.is_some() {
         // The API may leave it out; the operator's own record (see `create`) stays.
         status.created_at = account.created_at.clone();
     }
-    if account.status == AccountState::Revoked {
-        return Err(Failure::new(
-            reason::REVOKED_UPSTREAM,
-            format!(
-                "account {} was revoked upstream; it is not recreated automatically. Set the annotation {ROTATE_ANNOTATION} to a new value to get a new account",
-                account.id
-            ),
-        ));
-    }
     let owner_uid = (!status.adopted).then_some(uid.as_str());
-    let immutable = plan::immutable_mismatch(&gsa.spec, &account);
-    if !immutable.is_empty() {
-        return Err(Failure::new(
-            reason::IMMUTABLE_FIELD_MISMATCH,
-            format!(
-                "upstream {} differs from the spec and cannot be changed; set {ROTATE_ANNOTATION} to replace the account",
-                immutable.join(", ")
-            ),
-        ));
-    }
-    let (patch, changed) = plan::drift(&gsa.spec, &account, owner_uid);
-    if !patch.is_empty() {
+    if let plan::Verdict::Patch { patch, changed } = plan::assess(&gsa.spec, &account, owner_uid)
+        .map_err(|(reason, message)| Failure::new(reason, message))?
+    {
         let updated = ctx
             .gebeta
             .patch_account(&user, &account.id, &patch)
             .await
             .map_err(|e| Failure::upstream(&e, "updating the account"))?;
         status.state = updated.known_state();
-        announce_patch(
-            gsa,
-            ctx,
-            &account.id,
-            &patch,
-            &changed,
-            status.observed_generation == gsa.metadata.generation,
-        )
-        .await;
+        let spec_unchanged = status.observed_generation == gsa.metadata.generation;
+        let event = plan::patch_event(&account.id, &patch, &changed, spec_unchanged);
+        ctx.publish(&object_ref(gsa), vec![event]).await;
     }
     if !status.adopted {
         check_token_secret(gsa, status, ctx).await?;
     }
     Ok(waiting)
-}
-
-async fn announce_patch(
-    gsa: &GebetaServiceAccount,
-    ctx: &Context,
-    id: &str,
-    patch: &AccountPatch,
-    changed: &[&str],
-    spec_unchanged: bool,
-) {
-    let (reason, note) = match patch.status {
-        _ if spec_unchanged => (
-            reason::DRIFT_CORRECTED,
-            format!(
-                "account {id} was changed outside Kubernetes; restored {}",
-                changed.join(", ")
-            ),
-        ),
-        Some(AccountState::Suspended) => (reason::SUSPENDED, format!("account {id} suspended")),
-        Some(AccountState::Active) => (reason::REACTIVATED, format!("account {id} reactivated")),
-        _ => (
-            reason::UPDATED,
-            format!("account {id}: updated {}", changed.join(", ")),
-        ),
-    };
-    ctx.event(&object_ref(gsa), EventType::Normal, reason, "Update", note)
-        .await;
 }
 
 /// After a crash between the create call and recording its result: keep the account whose
@@ -1202,12 +1136,7 @@ fn secrets_api(gsa: &GebetaServiceAccount, ctx: &Context) -> Api<Secret> {
 
 /// Whether the Secret was written by the operator for this object.
 fn owned_by(secret: &Secret, gsa: &GebetaServiceAccount) -> bool {
-    let uid = gsa.uid();
-    secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
-        && secret
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == uid.as_ref())
+    super::is_ours(&secret.metadata, &gsa.uid().unwrap_or_default())
 }
 
 /// An owned account's token Secret must exist and be ours: the token cannot be fetched again.

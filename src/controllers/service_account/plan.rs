@@ -19,8 +19,9 @@ use std::{collections::BTreeSet, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::ROTATE_ANNOTATION;
 use crate::{
-    controllers::conditions::format_time,
+    controllers::{EventNote, conditions::format_time, reason},
     crd::{GebetaAccessToken, GebetaServiceAccountSpec, common::parse_duration},
     gebeta::{Account, AccountConfig, AccountPatch, AccountState},
 };
@@ -105,6 +106,93 @@ pub fn drift(
         changed.push("status");
     }
     (patch, changed)
+}
+
+/// What to do about an account read upstream, once it is known to be this object's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Change these fields upstream (their names go in the event).
+    Patch {
+        patch: AccountPatch,
+        changed: Vec<&'static str>,
+    },
+    /// Upstream matches the spec.
+    InSync,
+}
+
+/// The decision after reading the account: `Err((reason, message))` to report and touch
+/// nothing, else a patch or nothing. `owner_uid` is `None` for adopted accounts (no marker).
+pub fn assess(
+    spec: &GebetaServiceAccountSpec,
+    account: &Account,
+    owner_uid: Option<&str>,
+) -> Result<Verdict, (&'static str, String)> {
+    let id = &account.id;
+    if !account.unknown.is_empty() {
+        // A newer API than this operator: acting on values it cannot read (patching a state
+        // back, dropping a scope) could undo what someone meant.
+        return Err((
+            reason::UNKNOWN_UPSTREAM_VALUE,
+            format!(
+                "account {id} has values this operator does not know ({}); it is left as it \
+                 is: upgrade the operator, or set {ROTATE_ANNOTATION} to replace the account",
+                account.unknown.join(", ")
+            ),
+        ));
+    }
+    if account.status == AccountState::Revoked {
+        // Often a security response: not undone, not replaced without being asked.
+        return Err((
+            reason::REVOKED_UPSTREAM,
+            format!(
+                "account {id} was revoked upstream; it is not recreated automatically. Set the \
+                 annotation {ROTATE_ANNOTATION} to a new value to get a new account"
+            ),
+        ));
+    }
+    let immutable = immutable_mismatch(spec, account);
+    if !immutable.is_empty() {
+        return Err((
+            reason::IMMUTABLE_FIELD_MISMATCH,
+            format!(
+                "upstream {} differs from the spec and cannot be changed; set \
+                 {ROTATE_ANNOTATION} to replace the account",
+                immutable.join(", ")
+            ),
+        ));
+    }
+    let (patch, changed) = drift(spec, account, owner_uid);
+    Ok(if patch.is_empty() {
+        Verdict::InSync
+    } else {
+        Verdict::Patch { patch, changed }
+    })
+}
+
+/// The event for a patch made upstream: a correction of someone else's change when the spec
+/// did not change since the last reconcile, else what the spec asked for.
+pub fn patch_event(
+    id: &str,
+    patch: &AccountPatch,
+    changed: &[&str],
+    spec_unchanged: bool,
+) -> EventNote {
+    let (reason, note) = match patch.status {
+        _ if spec_unchanged => (
+            reason::DRIFT_CORRECTED,
+            format!(
+                "account {id} was changed outside Kubernetes; restored {}",
+                changed.join(", ")
+            ),
+        ),
+        Some(AccountState::Suspended) => (reason::SUSPENDED, format!("account {id} suspended")),
+        Some(AccountState::Active) => (reason::REACTIVATED, format!("account {id} reactivated")),
+        _ => (
+            reason::UPDATED,
+            format!("account {id}: updated {}", changed.join(", ")),
+        ),
+    };
+    EventNote::normal(reason, "Update", &note)
 }
 
 /// Fields that differ but cannot be changed upstream (platform and isAdmin are fixed at
@@ -293,6 +381,58 @@ mod tests {
         );
         assert_eq!(rotation_to_run(None, None, Some(future), now), None);
         assert_eq!(rotation_to_run(None, None, None, now), None);
+    }
+
+    #[test]
+    fn assess_reports_before_it_patches() {
+        let s = spec();
+        let mut acct = account(&s, "u");
+        assert_eq!(assess(&s, &acct, Some("u")), Ok(Verdict::InSync));
+        acct.scopes = vec![Scope::Tile];
+        let Ok(Verdict::Patch { patch, changed }) = assess(&s, &acct, Some("u")) else {
+            panic!("drift is patched");
+        };
+        assert_eq!(changed, ["scopes"]);
+        assert_eq!(patch.scopes, Some(vec![Scope::Tile, Scope::Direction]));
+        // Platform differs too: reported, nothing patched.
+        acct.platform = Platform::Ios;
+        let (reason, message) = assess(&s, &acct, Some("u")).unwrap_err();
+        assert_eq!(reason, crate::controllers::reason::IMMUTABLE_FIELD_MISMATCH);
+        assert!(message.contains("platform"), "{message}");
+        // Revoked wins over a mismatch; a value this operator does not know wins over all.
+        acct.status = AccountState::Revoked;
+        assert_eq!(
+            assess(&s, &acct, Some("u")).unwrap_err().0,
+            crate::controllers::reason::REVOKED_UPSTREAM
+        );
+        acct.unknown = vec!["scope \"TRAFFIC\"".into()];
+        let (reason, message) = assess(&s, &acct, Some("u")).unwrap_err();
+        assert_eq!(reason, crate::controllers::reason::UNKNOWN_UPSTREAM_VALUE);
+        assert!(message.contains("TRAFFIC"), "{message}");
+    }
+
+    #[test]
+    fn patch_events_tell_drift_from_spec_changes() {
+        let suspend = AccountPatch {
+            status: Some(AccountState::Suspended),
+            ..Default::default()
+        };
+        let e = patch_event("a1", &suspend, &["status"], false);
+        assert_eq!(
+            (e.reason, e.note.as_str()),
+            ("Suspended", "account a1 suspended")
+        );
+        let e = patch_event("a1", &suspend, &["status"], true);
+        assert_eq!(e.reason, "DriftCorrected");
+        assert!(e.note.contains("restored status"), "{}", e.note);
+        let scopes = AccountPatch {
+            scopes: Some(vec![Scope::Tile]),
+            ..Default::default()
+        };
+        assert_eq!(
+            patch_event("a1", &scopes, &["scopes"], false).reason,
+            "Updated"
+        );
     }
 
     #[test]
