@@ -7,7 +7,7 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -37,87 +37,9 @@ use kube::{
     },
 };
 use serde_json::{Value, json};
+use support::cli::{CHART, documents, kube_version, of_kind, ok, release_name, run};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/gebeta-operator");
 const OPERATOR: &str = env!("CARGO_BIN_EXE_gebeta-operator");
-
-fn bin(name: &str) -> PathBuf {
-    support::control_plane().bin_dir().join(name)
-}
-
-/// Runs a command with the test kubeconfig and a private Helm home; returns its output.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let cp = support::control_plane();
-    let helm_home =
-        std::env::temp_dir().join(format!("gebeta-chart-test-helm-{}", std::process::id()));
-    let mut child = Command::new(bin(program))
-        .args(args)
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .env("HELM_CACHE_HOME", helm_home.join("cache"))
-        .env("HELM_CONFIG_HOME", helm_home.join("config"))
-        .env("HELM_DATA_HOME", helm_home.join("data"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Like [`run`], panicking with stderr when the command fails.
-fn ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = run(program, args, stdin);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `vX.Y.Z` of the test API server (the locally built helm has no built-in default).
-async fn kube_version(client: &Client) -> String {
-    client
-        .apiserver_version()
-        .await
-        .expect("API server version")
-        .git_version
-}
-
-/// Parses a multi-document YAML stream into JSON values (empty documents skipped).
-fn documents(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-fn release_name(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..6]
-    )
-}
 
 /// A minimal ServiceMonitor CRD (the prometheus-operator schema of the fields the chart sets),
 /// so that the dry-run validates the ServiceMonitor strictly.
