@@ -287,7 +287,7 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
         Some(&rendered),
     );
     let docs = documents(&rendered);
-    assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 2);
+    assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 3);
     assert_eq!(of_kind(&docs, "ClusterRole").len(), 1);
     assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 1);
     let roles = of_kind(&docs, "Role");
