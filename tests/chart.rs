@@ -41,6 +41,13 @@ use support::cli::{CHART, documents, kube_version, of_kind, ok, release_name, ru
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_gebeta-operator");
 
+/// Tests here share one API server and run in parallel. A release watching all namespaces would
+/// bind its admission policy to every namespace, those of the other tests too, and for a moment
+/// after its uninstall (bindings outliving their parameters in the API server's caches) refuse
+/// their writes; so such releases go without it. Releases that watch their own namespaces keep
+/// it (bound there only), and tests/admission_policy.rs tests it.
+const NO_CLUSTER_WIDE_POLICY: &str = "admissionPolicy.enabled=false";
+
 /// A minimal ServiceMonitor CRD (the prometheus-operator schema of the fields the chart sets),
 /// so that the dry-run validates the ServiceMonitor strictly.
 const SERVICE_MONITOR_CRD: &str = r#"
@@ -288,6 +295,15 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     );
     let docs = documents(&rendered);
     assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 3);
+    // The admission policy with its default GebetaPolicy, bound in every namespace.
+    assert_eq!(of_kind(&docs, "ValidatingAdmissionPolicy").len(), 1);
+    assert_eq!(of_kind(&docs, "GebetaPolicy").len(), 1);
+    let bindings = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(
+        bindings[0]["spec"]["matchResources"]["namespaceSelector"],
+        json!({})
+    );
     assert_eq!(of_kind(&docs, "ClusterRole").len(), 1);
     assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 1);
     let roles = of_kind(&docs, "Role");
@@ -388,6 +404,20 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     assert_eq!(of_kind(&docs, "RoleBinding").len(), role_namespaces.len());
     assert_eq!(of_kind(&docs, "ServiceMonitor").len(), 1);
     assert_eq!(of_kind(&docs, "NetworkPolicy").len(), 1);
+    // Two more policies; every binding limited to the watched namespaces.
+    assert_eq!(of_kind(&docs, "GebetaPolicy").len(), 3);
+    let bindings = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), 3);
+    for binding in bindings {
+        let selector = &binding["spec"]["matchResources"]["namespaceSelector"];
+        assert!(
+            selector["matchExpressions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": [team_a, team_b]})),
+            "{selector}"
+        );
+    }
     assert_eq!(
         of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"],
         2
@@ -472,9 +502,19 @@ async fn helm_install_creates_valid_objects() {
     let client = support::client();
     let ns = support::namespace(&client, "chart-install").await;
     let release = release_name("inst");
+    // The default values but for the admission policy: cluster-wide, it would apply to the
+    // namespaces of the tests running beside this one (tests/admission_policy.rs installs it).
     ok(
         "helm",
-        &["install", &release, CHART, "--namespace", &ns],
+        &[
+            "install",
+            &release,
+            CHART,
+            "--namespace",
+            &ns,
+            "--set",
+            NO_CLUSTER_WIDE_POLICY,
+        ],
         None,
     );
     let status = ok(
@@ -716,7 +756,15 @@ async fn cluster_wide_rbac_grants_exactly_what_the_operator_uses() {
     let fullname = format!("{release}-gebeta-operator");
     ok(
         "helm",
-        &["install", &release, CHART, "--namespace", &release_ns],
+        &[
+            "install",
+            &release,
+            CHART,
+            "--namespace",
+            &release_ns,
+            "--set",
+            NO_CLUSTER_WIDE_POLICY,
+        ],
         None,
     );
     let sa = service_account_client(&release_ns, &fullname);
