@@ -7,7 +7,7 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -37,87 +37,16 @@ use kube::{
     },
 };
 use serde_json::{Value, json};
+use support::cli::{CHART, documents, kube_version, of_kind, ok, release_name, run};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/gebeta-operator");
 const OPERATOR: &str = env!("CARGO_BIN_EXE_gebeta-operator");
 
-fn bin(name: &str) -> PathBuf {
-    support::control_plane().bin_dir().join(name)
-}
-
-/// Runs a command with the test kubeconfig and a private Helm home; returns its output.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write as _;
-    let cp = support::control_plane();
-    let helm_home =
-        std::env::temp_dir().join(format!("gebeta-chart-test-helm-{}", std::process::id()));
-    let mut child = Command::new(bin(program))
-        .args(args)
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .env("HELM_CACHE_HOME", helm_home.join("cache"))
-        .env("HELM_CONFIG_HOME", helm_home.join("config"))
-        .env("HELM_DATA_HOME", helm_home.join("data"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Like [`run`], panicking with stderr when the command fails.
-fn ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = run(program, args, stdin);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `vX.Y.Z` of the test API server (the locally built helm has no built-in default).
-async fn kube_version(client: &Client) -> String {
-    client
-        .apiserver_version()
-        .await
-        .expect("API server version")
-        .git_version
-}
-
-/// Parses a multi-document YAML stream into JSON values (empty documents skipped).
-fn documents(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize as _;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter().filter(|d| d["kind"] == kind).collect()
-}
-
-fn release_name(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..6]
-    )
-}
+/// Tests here share one API server and run in parallel. A release watching all namespaces would
+/// bind its admission policy to every namespace, those of the other tests too, and for a moment
+/// after its uninstall (bindings outliving their parameters in the API server's caches) refuse
+/// their writes; so such releases go without it. Releases that watch their own namespaces keep
+/// it (bound there only), and tests/admission_policy.rs tests it.
+const NO_CLUSTER_WIDE_POLICY: &str = "admissionPolicy.enabled=false";
 
 /// A minimal ServiceMonitor CRD (the prometheus-operator schema of the fields the chart sets),
 /// so that the dry-run validates the ServiceMonitor strictly.
@@ -365,7 +294,16 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
         Some(&rendered),
     );
     let docs = documents(&rendered);
-    assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 2);
+    assert_eq!(of_kind(&docs, "CustomResourceDefinition").len(), 3);
+    // The admission policy with its default GebetaPolicy, bound in every namespace.
+    assert_eq!(of_kind(&docs, "ValidatingAdmissionPolicy").len(), 1);
+    assert_eq!(of_kind(&docs, "GebetaPolicy").len(), 1);
+    let bindings = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(
+        bindings[0]["spec"]["matchResources"]["namespaceSelector"],
+        json!({})
+    );
     assert_eq!(of_kind(&docs, "ClusterRole").len(), 1);
     assert_eq!(of_kind(&docs, "ClusterRoleBinding").len(), 1);
     let roles = of_kind(&docs, "Role");
@@ -466,6 +404,20 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
     assert_eq!(of_kind(&docs, "RoleBinding").len(), role_namespaces.len());
     assert_eq!(of_kind(&docs, "ServiceMonitor").len(), 1);
     assert_eq!(of_kind(&docs, "NetworkPolicy").len(), 1);
+    // Two more policies; every binding limited to the watched namespaces.
+    assert_eq!(of_kind(&docs, "GebetaPolicy").len(), 3);
+    let bindings = of_kind(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(bindings.len(), 3);
+    for binding in bindings {
+        let selector = &binding["spec"]["matchResources"]["namespaceSelector"];
+        assert!(
+            selector["matchExpressions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": [team_a, team_b]})),
+            "{selector}"
+        );
+    }
     assert_eq!(
         of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["minAvailable"],
         2
@@ -550,9 +502,19 @@ async fn helm_install_creates_valid_objects() {
     let client = support::client();
     let ns = support::namespace(&client, "chart-install").await;
     let release = release_name("inst");
+    // The default values but for the admission policy: cluster-wide, it would apply to the
+    // namespaces of the tests running beside this one (tests/admission_policy.rs installs it).
     ok(
         "helm",
-        &["install", &release, CHART, "--namespace", &ns],
+        &[
+            "install",
+            &release,
+            CHART,
+            "--namespace",
+            &ns,
+            "--set",
+            NO_CLUSTER_WIDE_POLICY,
+        ],
         None,
     );
     let status = ok(
@@ -794,7 +756,15 @@ async fn cluster_wide_rbac_grants_exactly_what_the_operator_uses() {
     let fullname = format!("{release}-gebeta-operator");
     ok(
         "helm",
-        &["install", &release, CHART, "--namespace", &release_ns],
+        &[
+            "install",
+            &release,
+            CHART,
+            "--namespace",
+            &release_ns,
+            "--set",
+            NO_CLUSTER_WIDE_POLICY,
+        ],
         None,
     );
     let sa = service_account_client(&release_ns, &fullname);

@@ -3,7 +3,8 @@
 mod support;
 
 use gebeta_operator::crd::{
-    self, GebetaAccessToken, GebetaServiceAccount, access_token::SecretTemplate,
+    self, GebetaAccessToken, GebetaPolicy, GebetaPolicySpec, GebetaServiceAccount,
+    access_token::SecretTemplate,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -562,6 +563,176 @@ async fn secret_template_type_is_immutable() {
     api.patch("nulled", &patch, &merge(json!({"suspended": true})))
         .await
         .unwrap();
+}
+
+fn policy_api(client: &Client) -> Api<DynamicObject> {
+    Api::all_with(client.clone(), &ApiResource::erase::<GebetaPolicy>(&()))
+}
+
+/// A GebetaPolicy named `<prefix>-<random>` (cluster-scoped: tests share the names).
+fn policy(prefix: &str, spec: Value) -> DynamicObject {
+    let name = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    object("GebetaPolicy", &name, spec)
+}
+
+#[tokio::test]
+async fn gebeta_policies_are_cluster_scoped_and_defaulted() {
+    let client = support::client();
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get("gebetapolicies.gebeta.app")
+        .await
+        .expect("CRD installed");
+    assert_eq!(crd.spec.scope, "Cluster", "tenants cannot write it");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["gpol".to_string()]));
+    let version = &crd.spec.versions[0];
+    assert!(version.subresources.is_none(), "no status: nothing reports");
+
+    let api = policy_api(&client);
+    let pp = PostParams::default();
+    // `spec: {}` is the default policy, filled in by the API server.
+    let created = api
+        .create(&pp, &policy("crd-empty", json!({})))
+        .await
+        .unwrap();
+    let typed: GebetaPolicy = Api::all(client.clone())
+        .get(&created.metadata.name.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(typed.spec, GebetaPolicySpec::default());
+    assert!(!typed.spec.allow_admin && !typed.spec.allow_adoption);
+    assert_eq!(typed.spec.allowed_secret_types, vec!["Opaque".to_string()]);
+
+    // An empty list stays empty (allows nothing); a null one takes the default.
+    let created = api
+        .create(
+            &pp,
+            &policy(
+                "crd-lists",
+                json!({"allowedScopes": [], "allowedPlatforms": null, "allowedSecretTypes": []}),
+            ),
+        )
+        .await
+        .unwrap();
+    let spec = &created.data["spec"];
+    assert_eq!(spec["allowedScopes"], json!([]));
+    assert_eq!(spec["allowedSecretTypes"], json!([]));
+    assert_eq!(
+        spec["allowedPlatforms"],
+        json!(["WEB", "ANDROID", "IOS", "DESKTOP"])
+    );
+
+    let cp = support::control_plane();
+    let out = std::process::Command::new(cp.bin_dir().join("kubectl"))
+        .arg(format!("--kubeconfig={}", cp.kubeconfig_path().display()))
+        .args(["get", "gpol", &created.metadata.name.clone().unwrap()])
+        .output()
+        .expect("run kubectl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for header in ["ADMIN", "ADOPTION", "SCOPES", "AGE"] {
+        assert!(
+            stdout.contains(header),
+            "kubectl output lacks {header}:\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gebeta_policies_refuse_what_no_object_could_use() {
+    let client = support::client();
+    let api = policy_api(&client);
+    let pp = PostParams::default();
+    let too_many: Vec<String> = (0..33).map(|i| format!("example.com/t{i}")).collect();
+    let cases = [
+        ("allowedScopes", json!({"allowedScopes": ["TELEPORT"]})),
+        ("allowedScopes", json!({"allowedScopes": ["TILE", "TILE"]})),
+        ("allowedPlatforms", json!({"allowedPlatforms": ["LINUX"]})),
+        ("allowAdmin", json!({"allowAdmin": "yes"})),
+        (
+            "type kubernetes.io/basic-auth is reserved",
+            json!({"allowedSecretTypes": ["Opaque", "kubernetes.io/basic-auth"]}),
+        ),
+        (
+            "type bootstrap.kubernetes.io/token is reserved",
+            json!({"allowedSecretTypes": ["bootstrap.kubernetes.io/token"]}),
+        ),
+        (
+            "type k8s.io/x is reserved",
+            json!({"allowedSecretTypes": ["k8s.io/x"]}),
+        ),
+        (
+            "each secret type must be Opaque or a custom type",
+            json!({"allowedSecretTypes": ["token"]}),
+        ),
+        (
+            "each secret type must be Opaque or a custom type",
+            json!({"allowedSecretTypes": ["opaque"]}),
+        ),
+        ("allowedSecretTypes", json!({"allowedSecretTypes": [""]})),
+        (
+            "allowedSecretTypes",
+            json!({"allowedSecretTypes": ["Opaque", "Opaque"]}),
+        ),
+        (
+            "allowedSecretTypes",
+            json!({"allowedSecretTypes": too_many}),
+        ),
+    ];
+    for (field, spec) in cases {
+        assert_rejected(api.create(&pp, &policy("crd-bad", spec)).await, field);
+    }
+
+    // A policy allows a Secret type exactly when a GebetaAccessToken may have it: the two CRDs
+    // share their patterns.
+    let ns = support::namespace(&client, "crd-policy-types").await;
+    let gats = gat_api(&client, &ns);
+    for (i, ty) in [
+        "Opaque",
+        "example.com/gebeta-token",
+        "a/B_c.d",
+        "kubernetes.io/basic-auth",
+        "kubernetes.io/tls",
+        "x.k8s.io/y",
+        "Example.com/x",
+        "a/b/c",
+        "example.com/-x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let in_policy = api
+            .create(
+                &pp,
+                &policy("crd-type", json!({"allowedSecretTypes": [ty]})),
+            )
+            .await
+            .is_ok();
+        let in_token = gats
+            .create(
+                &pp,
+                &object(
+                    "GebetaAccessToken",
+                    &format!("t-{i}"),
+                    with_template(json!({"type": ty})),
+                ),
+            )
+            .await
+            .is_ok();
+        assert_eq!(
+            in_policy,
+            in_token,
+            "{ty}: a GebetaPolicy {} it, a GebetaAccessToken {} it",
+            if in_policy { "allows" } else { "refuses" },
+            if in_token { "accepts" } else { "refuses" }
+        );
+    }
 }
 
 #[tokio::test]

@@ -109,12 +109,32 @@ pub const DEFAULT_SECRET_TYPE: &str = "Opaque";
 /// of the CEL rules on them).
 pub const MAX_TEMPLATE_ENTRIES: usize = 64;
 
+/// RE2: a custom Secret type, `<DNS subdomain>/<name>` as a qualified name (the length of the
+/// domain, at most 253, is checked apart). Shared with `GebetaPolicy.spec.allowedSecretTypes`.
+macro_rules! custom_secret_type_pattern {
+    () => {
+        "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+    };
+}
+/// RE2: a Secret type of a domain Kubernetes reserves (`kubernetes.io`, `k8s.io` and their
+/// subdomains). Shared with `GebetaPolicy.spec.allowedSecretTypes`.
+macro_rules! reserved_secret_type_pattern {
+    () => {
+        "^([^/]*[.])?(kubernetes[.]io|k8s[.]io)/"
+    };
+}
+pub(crate) use {custom_secret_type_pattern, reserved_secret_type_pattern};
+
 /// CEL: `Opaque`, or `<DNS subdomain>/<name>` as a qualified name.
-const TYPE_SHAPE: &str = "self == 'Opaque' || (self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && self.indexOf('/') <= 253)";
+const TYPE_SHAPE: &str = concat!(
+    "self == 'Opaque' || (self.matches('",
+    custom_secret_type_pattern!(),
+    "') && self.indexOf('/') <= 253)"
+);
 const TYPE_SHAPE_MESSAGE: &str =
     "type must be Opaque or a custom type <DNS subdomain>/<name>, such as example.com/gebeta-token";
 /// CEL: not a type of a domain Kubernetes reserves.
-const TYPE_NOT_RESERVED: &str = "!self.matches('^([^/]*[.])?(kubernetes[.]io|k8s[.]io)/')";
+const TYPE_NOT_RESERVED: &str = concat!("!self.matches('", reserved_secret_type_pattern!(), "')");
 const TYPE_NOT_RESERVED_MESSAGE: &str = "'type ' + self + ' is reserved: Secret types under kubernetes.io/ and k8s.io/ (such as kubernetes.io/service-account-token) belong to Kubernetes; use Opaque or a type of your own domain, such as example.com/gebeta-token'";
 /// CEL, on the spec: the Secret type (unset meaning `Opaque`) never changes. On the spec because
 /// a rule on an optional field does not run when the field is added or removed.

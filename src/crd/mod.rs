@@ -1,12 +1,15 @@
-//! The custom resources of group `gebeta.app`, version `v1alpha1`.
+//! The custom resources of group `gebeta.app`, version `v1alpha1`: the two the operator serves
+//! (namespaced) and `GebetaPolicy` (cluster-scoped), which the API server reads at admission.
 
 pub mod access_token;
 pub mod common;
 pub mod metadata;
+pub mod policy;
 pub mod service_account;
 
 pub use access_token::{GebetaAccessToken, GebetaAccessTokenSpec, GebetaAccessTokenStatus};
 pub use common::{Condition, GROUP, LocalObjectReference, SecretKeySelector};
+pub use policy::{GebetaPolicy, GebetaPolicySpec};
 pub use service_account::{
     DeletionPolicy, GebetaServiceAccount, GebetaServiceAccountSpec, GebetaServiceAccountStatus,
     RotationSchedule,
@@ -15,11 +18,13 @@ pub use service_account::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-/// Every CRD this operator serves, with the file name it is written to under `crds/`.
+/// Every CRD of the operator and of its admission policy, with the file name it is written to
+/// under `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("gebetaserviceaccounts.yaml", GebetaServiceAccount::crd()),
         ("gebetaaccesstokens.yaml", GebetaAccessToken::crd()),
+        ("gebetapolicies.yaml", GebetaPolicy::crd()),
     ]
 }
 

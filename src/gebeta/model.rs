@@ -53,6 +53,14 @@ pub enum AccountState {
 }
 
 impl Platform {
+    /// Every platform the API knows (all but [`Platform::Unknown`]).
+    pub const ALL: [Platform; 4] = [
+        Platform::Web,
+        Platform::Android,
+        Platform::Ios,
+        Platform::Desktop,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::Web => "WEB",
@@ -62,6 +70,19 @@ impl Platform {
             Platform::Unknown => "UNKNOWN",
         }
     }
+}
+
+impl Scope {
+    /// Every scope the API knows (all but [`Scope::Unknown`]).
+    pub const ALL: [Scope; 7] = [
+        Scope::Tile,
+        Scope::Matrix,
+        Scope::Onm,
+        Scope::Direction,
+        Scope::Tss,
+        Scope::Geocoding,
+        Scope::ReverseGeocoding,
+    ];
 }
 
 impl AccountState {
@@ -97,5 +118,34 @@ mod tests {
         // read from or written to the wire.
         assert!(serde_json::from_str::<Platform>("\"Unknown\"").is_err());
         assert!(serde_json::to_value(AccountState::Unknown).is_err());
+    }
+
+    /// The values of a string enum's JSON schema.
+    fn schema_values<T: JsonSchema>() -> Vec<serde_json::Value> {
+        let schema = schemars::schema_for!(T);
+        match (schema.get("enum"), schema.get("oneOf")) {
+            (Some(serde_json::Value::Array(values)), _) => values.clone(),
+            (_, Some(serde_json::Value::Array(variants))) => variants
+                .iter()
+                .flat_map(|v| match (v.get("const"), v.get("enum")) {
+                    (Some(c), _) => vec![c.clone()],
+                    (_, Some(serde_json::Value::Array(e))) => e.clone(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            _ => panic!("not a string enum: {schema:?}"),
+        }
+    }
+
+    #[test]
+    fn all_lists_every_known_value() {
+        assert_eq!(
+            serde_json::to_value(Scope::ALL).unwrap(),
+            serde_json::Value::Array(schema_values::<Scope>())
+        );
+        assert_eq!(
+            serde_json::to_value(Platform::ALL).unwrap(),
+            serde_json::Value::Array(schema_values::<Platform>())
+        );
     }
 }

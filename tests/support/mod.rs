@@ -3,6 +3,8 @@
 //! namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod cli;
+
 use std::{path::Path, sync::OnceLock, time::Duration};
 
 use gebeta_operator::testbed::{ControlPlane, ControlPlaneOptions, wait_until};
