@@ -4,6 +4,7 @@
 
 pub mod objects;
 pub mod observe;
+pub mod overload;
 mod run;
 pub mod stats;
 

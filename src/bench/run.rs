@@ -34,6 +34,7 @@ use kube::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::overload::{self, OverloadReport};
 use super::{
     objects::{self, BENCH_LABEL},
     observe::{Kind, ReadyTracker, TokenObserver},
@@ -111,6 +112,20 @@ pub struct BenchArgs {
     /// Passed to the operator as `--log-level`.
     #[arg(long, default_value = "info")]
     pub operator_log_level: String,
+    /// Length of the overload phase (seconds; 0: none): after the refresh phase a new
+    /// operator process with `--overload-permits` serves tokens of `--token-ttl` while every
+    /// Gebeta call takes `--overload-latency-ms`, so more refreshes come due than it can serve.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub overload_seconds: u64,
+    /// Simulator latency during the overload phase (milliseconds).
+    #[arg(long, default_value_t = 1500)]
+    #[serde(default = "default_overload_latency")]
+    pub overload_latency_ms: u64,
+    /// `--max-concurrent-reconciles` of the operator during the overload phase.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "one_permit")]
+    pub overload_permits: u16,
     /// Give up waiting for any one phase after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
@@ -121,6 +136,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "JSON", conflicts_with = "json")]
     #[serde(skip)]
     pub show: Option<PathBuf>,
+}
+
+fn default_overload_latency() -> u64 {
+    1500
+}
+
+fn one_permit() -> u16 {
+    1
 }
 
 /// The machine the run was measured on.
@@ -322,6 +345,9 @@ pub struct Report {
     /// Absent from reports made before the probe existed.
     #[serde(default)]
     pub ceiling: Option<CeilingReport>,
+    /// With `--overload-seconds`.
+    #[serde(default)]
+    pub overload: Option<OverloadReport>,
 }
 
 /// A failure that stops the run.
@@ -661,6 +687,14 @@ struct Env {
 
 impl Env {
     fn spawn_operator(&self, instance: &str) -> Result<OperatorProcess, BenchError> {
+        self.spawn_operator_with(instance, &[])
+    }
+
+    fn spawn_operator_with(
+        &self,
+        instance: &str,
+        extra: &[String],
+    ) -> Result<OperatorProcess, BenchError> {
         let mut flags = vec![
             format!("--gebeta-api-url={}", self.sim.base_url()),
             format!("--user-token-secret={SYSTEM_NS}/gebeta-user-token"),
@@ -673,6 +707,7 @@ impl Env {
         if let Some(n) = self.args.gebeta_max_in_flight {
             flags.push(format!("--gebeta-max-in-flight={n}"));
         }
+        flags.extend_from_slice(extra);
         let log = self.log_dir.join(format!("{instance}.log"));
         Ok(OperatorProcess::spawn(
             &operator_binary()?,
@@ -1268,6 +1303,80 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         }
     }
 
+    // ---- (7) overload ---------------------------------------------------------------------
+    let overload = if args.overload_seconds > 0 {
+        drop(operator);
+        let permits = args.overload_permits.max(1);
+        let latency = Duration::from_millis(args.overload_latency_ms);
+        let capacity = f64::from(permits) / latency.as_secs_f64().max(0.001);
+        let demand = m as f64 / (0.62 * ttl as f64);
+        say(format!(
+            "overload phase: {}s, {permits} permit(s), every Gebeta call {}ms: capacity ≈ {capacity:.2}/s for ≈ {demand:.2} refreshes due/s",
+            args.overload_seconds, args.overload_latency_ms
+        ));
+        env.sim.set_latency(latency);
+        let clock = Instant::now();
+        let started = Timestamp::now();
+        let overloaded = env.spawn_operator_with(
+            "bench-operator-overload",
+            &[format!("--max-concurrent-reconciles={permits}")],
+        )?;
+        env.wait_started(&overloaded, clock, Duration::from_secs(30))
+            .await?;
+        let (mut overdue_peak, mut oldest_peak) = (0.0f64, 0.0f64);
+        while clock.elapsed() < Duration::from_secs(args.overload_seconds) {
+            if let Ok(text) = env
+                .http
+                .get(format!("{}/metrics", overloaded.admin_url()))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+            {
+                let text = text.text().await.unwrap_or_default();
+                let gauge = |name| overload::gauge(&text, name).unwrap_or(0.0);
+                overdue_peak = overdue_peak.max(gauge("gebeta_operator_refreshes_overdue"));
+                oldest_peak =
+                    oldest_peak.max(gauge("gebeta_operator_refresh_oldest_overdue_seconds"));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let ended = Timestamp::now();
+        if !overloaded.terminate(Duration::from_secs(30)) {
+            overloaded.kill();
+        }
+        env.sim.set_latency(Duration::ZERO);
+        let window: Vec<_> = tokens
+            .writes_since(started)
+            .into_iter()
+            .filter(|w| w.at <= ended)
+            .collect();
+        let seconds = since(ended, started);
+        let mut report = overload::analyze(&window, latency.as_secs_f64() + 1.0);
+        report.seconds = (seconds * 10.0).round() / 10.0;
+        report.latency_ms = args.overload_latency_ms;
+        report.permits = permits;
+        report.capacity_per_second = (capacity * 100.0).round() / 100.0;
+        report.demand_per_second = (demand * 100.0).round() / 100.0;
+        report.served_per_second =
+            (report.served as f64 / seconds.max(1.0) * 100.0).round() / 100.0;
+        report.overdue_peak = overdue_peak;
+        report.oldest_overdue_peak_seconds = (oldest_peak * 10.0).round() / 10.0;
+        say(format!(
+            "  served {} ({:.2}/s); inversions {} of {} pairs; expired {} ({} due after the median); overdue peak {}",
+            report.served,
+            report.served_per_second,
+            report.inversions,
+            report.pairs,
+            report.expired,
+            report.expired_due_after_median,
+            report.overdue_peak
+        ));
+        Some(report)
+    } else {
+        drop(operator);
+        None
+    };
+
     let resources = ResourceReport {
         idle_rss_mib: mib(idle_rss),
         first_start_seconds_to_readyz: first_readyz,
@@ -1285,7 +1394,6 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         restarted_cpu_seconds: restarted_cpu,
         cpu_seconds_refresh_phase: (cpu_refresh * 100.0).round() / 100.0,
     };
-    drop(operator);
     drop(ready);
     drop(tokens);
     drop(env);
@@ -1300,6 +1408,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         refresh,
         restart,
         ceiling: Some(ceiling),
+        overload,
     })
 }
 
@@ -1604,6 +1713,41 @@ pub fn render(report: &Report) -> String {
         "received by the new process",
         or_dash(rs.received_mib, |m| format!("{m:.1} MiB")),
     );
+    if let Some(o) = &report.overload {
+        t.heading(format_args!(
+            "(7) overload, {:.0}s: {} permit(s), Gebeta calls take {}ms",
+            o.seconds, o.permits, o.latency_ms
+        ));
+        t.row(
+            "capacity / demand / served",
+            format_args!(
+                "≈ {:.2} / ≈ {:.2} / {:.2} refreshes per second ({} served)",
+                o.capacity_per_second, o.demand_per_second, o.served_per_second, o.served
+            ),
+        );
+        t.row(
+            "order inversions",
+            format_args!(
+                "{} of {} pairs served more than {:.1}s out of expiry order (worst {:.1}s)",
+                o.inversions, o.pairs, o.slack_seconds, o.worst_inversion_seconds
+            ),
+        );
+        t.row(
+            "tokens expired before their refresh",
+            format_args!(
+                "{} ({} of them due after the median: the latest-due should be the ones)",
+                o.expired, o.expired_due_after_median
+            ),
+        );
+        t.row("margin left", fmt_summary(&o.margin_seconds, "s"));
+        t.row(
+            "overdue gauge peak",
+            format_args!(
+                "{} waiting, the oldest for {:.1}s",
+                o.overdue_peak, o.oldest_overdue_peak_seconds
+            ),
+        );
+    }
     t.0
 }
 
