@@ -4,6 +4,7 @@
 //! The binaries in `src/bin/` are thin: all logic lives in these modules.
 
 pub mod bench;
+pub mod cli;
 pub mod controllers;
 pub mod crd;
 pub mod gebeta;
