@@ -753,3 +753,20 @@ async fn help_has_examples_and_completion_prints_a_script() {
     assert!(stdout(&out).contains("complete -F _kubectl__gebeta"));
     assert!(stdout(&out).contains("kubectl-gebeta"));
 }
+
+/// The krew manifest is valid YAML naming the binary, and its unfilled values are marked.
+#[test]
+fn krew_manifest_names_the_binary_and_marks_its_placeholders() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/krew/gebeta.yaml");
+    let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(manifest["metadata"]["name"], "gebeta");
+    let platforms = manifest["spec"]["platforms"].as_array().unwrap();
+    assert!(!platforms.is_empty());
+    for p in platforms {
+        assert_eq!(p["bin"], "kubectl-gebeta");
+        for field in ["uri", "sha256"] {
+            assert!(p[field].as_str().unwrap().contains("REPLACE-"), "{p:#}");
+        }
+    }
+}
