@@ -47,6 +47,16 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlagLabels {
+    pub flag: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabels {
     pub controller: &'static str,
     pub ready: &'static str,
@@ -66,6 +76,10 @@ pub struct Metrics {
     pub retire_failures: Counter,
     pub refreshes_overdue: Gauge,
     pub refresh_oldest_overdue: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Written only by the upstream audit (`--audit-interval`): no series while it is off.
+    pub upstream_accounts: Family<ClassLabels, Gauge>,
+    pub upstream_accounts_flagged: Family<FlagLabels, Gauge>,
+    pub upstream_audit_last_success: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -89,6 +103,9 @@ impl Default for Metrics {
             retire_failures: Counter::default(),
             refreshes_overdue: Gauge::default(),
             refresh_oldest_overdue: Gauge::default(),
+            upstream_accounts: Family::default(),
+            upstream_accounts_flagged: Family::default(),
+            upstream_audit_last_success: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +162,21 @@ impl Default for Metrics {
             "refresh_oldest_overdue_seconds",
             "How long the longest-waiting due access-token refresh has waited for capacity",
             metrics.refresh_oldest_overdue.clone(),
+        );
+        registry.register(
+            "upstream_accounts",
+            "The organization's upstream accounts by class (managed, orphan, unmanaged), as of the last upstream audit (--audit-interval)",
+            metrics.upstream_accounts.clone(),
+        );
+        registry.register(
+            "upstream_accounts_flagged",
+            "Upstream accounts by flag (revoked, suspended, admin, excess-scopes, stale, unknown-values), as of the last upstream audit",
+            metrics.upstream_accounts_flagged.clone(),
+        );
+        registry.register(
+            "upstream_audit_last_success_timestamp_seconds",
+            "When the last upstream audit succeeded (Unix seconds)",
+            metrics.upstream_audit_last_success.clone(),
         );
         // Known label values start at zero, so the series exist (and rate() works) before the
         // first event.
@@ -238,6 +270,28 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The counts of one upstream audit (every class and flag, zeros included).
+    pub fn set_upstream_audit(
+        &self,
+        classes: &std::collections::BTreeMap<&'static str, usize>,
+        flags: &std::collections::BTreeMap<&'static str, usize>,
+        unix_seconds: i64,
+    ) {
+        for (class, n) in classes {
+            self.upstream_accounts
+                .get_or_create(&ClassLabels { class })
+                .set(*n as i64);
+        }
+        for (flag, n) in flags {
+            self.upstream_accounts_flagged
+                .get_or_create(&FlagLabels { flag })
+                .set(*n as i64);
+        }
+        self.upstream_audit_last_success.set(unix_seconds);
+    }
+}
+
 impl RequestObserver for Metrics {
     fn observe(&self, endpoint: &'static str, outcome: &str, elapsed: Duration) {
         self.gebeta_requests
@@ -283,6 +337,23 @@ mod tests {
             "gebeta_operator_refreshes_overdue 3",
             "gebeta_operator_retire_failures_total 1",
             "gebeta_operator_refresh_oldest_overdue_seconds 1.5",
+        ] {
+            assert!(text.contains(series), "missing {series} in:\n{text}");
+        }
+        assert!(
+            !text.contains("gebeta_operator_upstream_accounts{"),
+            "no audit series while the audit is off"
+        );
+        let classes = [("managed", 3), ("orphan", 1), ("unmanaged", 2)].into();
+        let flags = [("admin", 1), ("revoked", 0)].into();
+        metrics.set_upstream_audit(&classes, &flags, 1_800_000_000);
+        let text = metrics.encode();
+        for series in [
+            r#"gebeta_operator_upstream_accounts{class="orphan"} 1"#,
+            r#"gebeta_operator_upstream_accounts{class="managed"} 3"#,
+            r#"gebeta_operator_upstream_accounts_flagged{flag="admin"} 1"#,
+            r#"gebeta_operator_upstream_accounts_flagged{flag="revoked"} 0"#,
+            "gebeta_operator_upstream_audit_last_success_timestamp_seconds 1800000000",
         ] {
             assert!(text.contains(series), "missing {series} in:\n{text}");
         }

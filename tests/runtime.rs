@@ -610,6 +610,10 @@ fn bad_flags_and_settings_fail_with_a_clear_message() {
             "--gebeta-ca-file /nonexistent/ca.pem",
         ),
         (&["--gebeta-api-url=ftp://example.com"], "--gebeta-api-url"),
+        (
+            &["--audit-interval=1h"],
+            "--audit-interval needs --user-token-secret",
+        ),
     ] {
         let (code, stderr) = run(args);
         assert_eq!(code, Some(2), "{args:?} should exit 2; stderr:\n{stderr}");
@@ -645,6 +649,7 @@ fn bad_flags_and_settings_fail_with_a_clear_message() {
         "--gebeta-rate-limit",
         "--gebeta-timeout",
         "--gebeta-ca-file",
+        "--audit-interval",
         "--log-level",
         "--log-format",
         "--instance",
@@ -720,4 +725,109 @@ async fn objects_that_exist_before_the_start_are_reconciled() {
         },
     )
     .await;
+}
+
+/// `--audit-interval`: the leader lists the organization's accounts once per interval and
+/// exports the counts by class (objects of the watched namespaces make accounts `managed`).
+#[tokio::test]
+async fn upstream_audit_exports_counts_by_class_once_per_interval() {
+    use gebeta_operator::{
+        crd::GebetaServiceAccount,
+        gebeta::{AccountConfig, ClientConfig, GebetaClient, Token},
+    };
+    let client = support::client();
+    let ns = support::namespace(&client, "rt-audit").await;
+    let sim = sim().await;
+    let user: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "gebeta-user"},
+        "stringData": {"token": "sim-user-token"},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &user)
+        .await
+        .unwrap();
+    // Two accounts made in the dashboard, one left behind by an object that is gone, and one
+    // the operator creates for `maps`.
+    sim.create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    sim.create_dashboard_account(Platform::Desktop, vec![Scope::Tile]);
+    let gebeta = GebetaClient::new(ClientConfig {
+        base_url: sim.base_url(),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    gebeta
+        .create_account(
+            &Token::new("sim-user-token"),
+            &AccountConfig {
+                platform: Platform::Web,
+                is_admin: true,
+                description: format!("old [gebeta-operator:{}]", uuid::Uuid::new_v4()),
+                scopes: vec![Scope::Tile],
+            },
+        )
+        .await
+        .unwrap();
+    let gsa: GebetaServiceAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaServiceAccount",
+        "metadata": {"name": "maps"}, "spec": {"platform": "WEB", "scopes": ["TILE"]},
+    }))
+    .unwrap();
+    Api::<GebetaServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &gsa)
+        .await
+        .unwrap();
+
+    let op = Operator::start(
+        "op-audit",
+        &sim,
+        &[
+            format!("--namespaces={ns}"),
+            format!("--user-token-secret={ns}/gebeta-user"),
+            "--leader-elect=false".into(),
+            "--audit-interval=1s".into(),
+        ],
+    );
+    let gauge = |body: &str, series: &str| -> Option<i64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    support::eventually(
+        Duration::from_secs(30),
+        "the audit counts: 1 managed, 1 orphan, 2 unmanaged",
+        || {
+            let op = &op;
+            async move {
+                let (_, _, body) = op.get("/metrics").await?;
+                let counts = [
+                    r#"gebeta_operator_upstream_accounts{class="managed"} "#,
+                    r#"gebeta_operator_upstream_accounts{class="orphan"} "#,
+                    r#"gebeta_operator_upstream_accounts{class="unmanaged"} "#,
+                    r#"gebeta_operator_upstream_accounts_flagged{flag="admin"} "#,
+                ]
+                .map(|s| gauge(&body, s));
+                (counts == [Some(1), Some(1), Some(2), Some(1)]).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // One organization list per interval, not one per object or per reconcile.
+    let (before, since) = (sim.calls("list_accounts"), Instant::now());
+    let after = support::eventually(Duration::from_secs(30), "three more audits", || {
+        let sim = &sim;
+        async move {
+            let now = sim.calls("list_accounts");
+            (now >= before + 3).then_some(now)
+        }
+    })
+    .await;
+    let elapsed = since.elapsed().as_secs_f64();
+    assert!(
+        (after - before) as f64 <= elapsed + 1.0,
+        "{} lists in {elapsed:.1}s with --audit-interval=1s",
+        after - before
+    );
+    assert!(op.log().contains("upstream audit"), "{}", op.log());
 }

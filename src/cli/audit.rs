@@ -1,22 +1,15 @@
 //! `kubectl gebeta audit`: every upstream account of the organization (the management API's
-//! organization list), classified against the cluster's GebetaServiceAccounts:
-//!
-//! - `managed`: its description carries the marker of an existing object (matched by
-//!   `metadata.uid`), or an object adopted it (`status.accountId` is its id);
-//! - `orphan`: it carries the marker of an object that no longer exists;
-//! - `unmanaged`: no object knows it (made in the dashboard, or by another tool).
-//!
-//! and flagged `revoked`, `suspended`, `admin`, `excess-scopes` (more scopes upstream than its
-//! object's spec asks), `stale` (carries an object's marker but is neither its current
-//! account nor one being retired: a leftover) and `unknown-values` (values this version does
-//! not know). The user token comes from a Secret or from `$GEBETA_USER_TOKEN`, never from a
-//! flag: a token on a command line leaks into shell history and `ps`.
+//! organization list), classified against the cluster's GebetaServiceAccounts as
+//! [`crate::controllers::upstream_audit`] does it (`managed`, `orphan`, `unmanaged`; flags
+//! `revoked`, `suspended`, `admin`, `excess-scopes`, `stale`, `unknown-values`), with
+//! `--fail-on` for CI. The user token comes from a Secret or from `$GEBETA_USER_TOKEN`, never
+//! from a flag: a token on a command line leaks into shell history and `ps`.
 
-use std::{collections::BTreeMap, fmt, process::ExitCode};
+use std::{fmt, process::ExitCode};
 
 use clap::ValueEnum;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{Api, api::ListParams};
 use serde::Serialize;
 
 use super::{
@@ -24,10 +17,12 @@ use super::{
     output::{self, Cell, Colors, Format, Line, Style},
     view::short_id,
 };
+pub use crate::controllers::upstream_audit::{
+    Class, Finding, Flag, ManagedBy, Owner, Summary, classify, summary,
+};
 use crate::{
-    controllers::service_account::plan::marker_uid,
     crd::GebetaServiceAccount,
-    gebeta::{self, Account, AccountState, ClientConfig, GebetaClient, Scope, Token},
+    gebeta::{self, ClientConfig, GebetaClient, Token},
 };
 
 /// Environment variable holding a user token when no `--user-token-secret` is given.
@@ -98,62 +93,6 @@ fn parse_secret_ref(s: &str) -> Result<SecretRef, String> {
     })
 }
 
-/// How an upstream account relates to the cluster.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Class {
-    // Declared in display order: the ones to look at first.
-    Orphan,
-    Unmanaged,
-    Managed,
-}
-
-/// Something worth a look about an account, whatever its class.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Flag {
-    Revoked,
-    Suspended,
-    Admin,
-    ExcessScopes,
-    Stale,
-    UnknownValues,
-}
-
-impl Class {
-    pub const ALL: [Class; 3] = [Class::Managed, Class::Orphan, Class::Unmanaged];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Managed => "managed",
-            Class::Orphan => "orphan",
-            Class::Unmanaged => "unmanaged",
-        }
-    }
-}
-
-impl Flag {
-    pub const ALL: [Flag; 6] = [
-        Flag::Revoked,
-        Flag::Suspended,
-        Flag::Admin,
-        Flag::ExcessScopes,
-        Flag::Stale,
-        Flag::UnknownValues,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flag::Revoked => "revoked",
-            Flag::Suspended => "suspended",
-            Flag::Admin => "admin",
-            Flag::ExcessScopes => "excess-scopes",
-            Flag::Stale => "stale",
-            Flag::UnknownValues => "unknown-values",
-        }
-    }
-}
-
 /// One `--fail-on` item: a class, a flag, or a class with a flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selector {
@@ -202,192 +141,6 @@ fn parse_selector(s: &str) -> Result<Selector, String> {
         Class::ALL.map(Class::as_str).join(", "),
         Flag::ALL.map(Flag::as_str).join(", ")
     ))
-}
-
-/// What the audit needs of a GebetaServiceAccount.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub account_id: Option<String>,
-    pub retiring: Vec<String>,
-    pub adopted: bool,
-    pub scopes: Vec<Scope>,
-}
-
-impl Owner {
-    pub fn of(gsa: &GebetaServiceAccount) -> Owner {
-        let status = gsa.status.clone().unwrap_or_default();
-        Owner {
-            namespace: gsa.namespace().unwrap_or_default(),
-            name: gsa.name_any(),
-            uid: gsa.uid().unwrap_or_default(),
-            account_id: status.account_id,
-            retiring: status.retiring,
-            adopted: status.adopted || gsa.spec.account_id.is_some(),
-            scopes: gsa.spec.scopes.clone(),
-        }
-    }
-}
-
-/// The object that manages an account.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-pub struct ManagedBy {
-    pub namespace: String,
-    pub name: String,
-    /// Adopted through `spec.accountId` rather than created by the operator.
-    pub adopted: bool,
-}
-
-/// One upstream account, classified.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Finding {
-    pub id: String,
-    pub class: Class,
-    pub flags: Vec<Flag>,
-    pub managed_by: Option<ManagedBy>,
-    /// The object UID in the description's marker, if any.
-    pub marker_uid: Option<String>,
-    pub status: String,
-    pub platform: String,
-    pub is_admin: bool,
-    pub scopes: Vec<String>,
-    /// The scopes its object's spec asks for (managed accounts).
-    pub spec_scopes: Option<Vec<String>>,
-    /// Upstream scopes the spec does not ask for.
-    pub excess_scopes: Vec<String>,
-    pub description: String,
-}
-
-fn scope_name(scope: Scope) -> String {
-    serde_json::to_value(scope)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "UNKNOWN".into())
-}
-
-/// Classifies every account against the objects, in display order (orphans first, then
-/// unmanaged, then managed by object; ties by id).
-pub fn classify(accounts: &[Account], owners: &[Owner]) -> Vec<Finding> {
-    let mut findings: Vec<Finding> = accounts
-        .iter()
-        .map(|account| {
-            let marker = marker_uid(&account.description).map(str::to_string);
-            let by_marker = marker
-                .as_deref()
-                .and_then(|uid| owners.iter().find(|o| o.uid == uid));
-            let by_id = owners
-                .iter()
-                .find(|o| o.account_id.as_deref() == Some(account.id.as_str()));
-            let owner = by_marker.or(by_id);
-            let class = match (owner, &marker) {
-                (Some(_), _) => Class::Managed,
-                (None, Some(_)) => Class::Orphan,
-                (None, None) => Class::Unmanaged,
-            };
-            let excess: Vec<Scope> = owner
-                .map(|o| {
-                    account
-                        .scopes
-                        .iter()
-                        .copied()
-                        .filter(|s| !o.scopes.contains(s))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut flags = Vec::new();
-            match account.status {
-                AccountState::Revoked => flags.push(Flag::Revoked),
-                AccountState::Suspended => flags.push(Flag::Suspended),
-                _ => {}
-            }
-            if account.is_admin {
-                flags.push(Flag::Admin);
-            }
-            if !excess.is_empty() {
-                flags.push(Flag::ExcessScopes);
-            }
-            if let Some(o) = owner
-                && o.account_id.as_deref() != Some(account.id.as_str())
-                && !o.retiring.contains(&account.id)
-            {
-                flags.push(Flag::Stale);
-            }
-            if !account.unknown.is_empty() {
-                flags.push(Flag::UnknownValues);
-            }
-            Finding {
-                id: account.id.clone(),
-                class,
-                flags,
-                managed_by: owner.map(|o| ManagedBy {
-                    namespace: o.namespace.clone(),
-                    name: o.name.clone(),
-                    adopted: o.adopted,
-                }),
-                marker_uid: marker,
-                status: status_name(account),
-                platform: account.platform.as_str().to_string(),
-                is_admin: account.is_admin,
-                scopes: account.scopes.iter().copied().map(scope_name).collect(),
-                spec_scopes: owner.map(|o| o.scopes.iter().copied().map(scope_name).collect()),
-                excess_scopes: excess.into_iter().map(scope_name).collect(),
-                description: account.description.clone(),
-            }
-        })
-        .collect();
-    findings.sort_by_key(|f| {
-        (
-            f.class,
-            f.managed_by
-                .as_ref()
-                .map(|m| (m.namespace.clone(), m.name.clone())),
-            f.id.clone(),
-        )
-    });
-    findings
-}
-
-/// The status, with the raw value for one this version does not know.
-fn status_name(account: &Account) -> String {
-    match account.status {
-        AccountState::Unknown => account
-            .unknown
-            .iter()
-            .find_map(|u| u.strip_prefix("status "))
-            .map(|raw| raw.trim_matches('"').to_string())
-            .unwrap_or_else(|| "UNKNOWN".into()),
-        known => known.as_str().to_string(),
-    }
-}
-
-/// Counts by class and by flag (every class and flag present, zero included).
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-pub struct Summary {
-    pub total: usize,
-    pub classes: BTreeMap<&'static str, usize>,
-    pub flags: BTreeMap<&'static str, usize>,
-}
-
-pub fn summary(findings: &[Finding]) -> Summary {
-    Summary {
-        total: findings.len(),
-        classes: Class::ALL
-            .into_iter()
-            .map(|c| (c.as_str(), findings.iter().filter(|f| f.class == c).count()))
-            .collect(),
-        flags: Flag::ALL
-            .into_iter()
-            .map(|g| {
-                (
-                    g.as_str(),
-                    findings.iter().filter(|f| f.flags.contains(&g)).count(),
-                )
-            })
-            .collect(),
-    }
 }
 
 /// The `--fail-on` items present, with how many accounts each matched.
@@ -604,164 +357,7 @@ async fn user_token(kube: &Kube, args: &AuditArgs) -> Result<Token, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gebeta::Platform;
-
-    fn account(
-        id: &str,
-        description: &str,
-        scopes: &[Scope],
-        status: AccountState,
-        admin: bool,
-    ) -> Account {
-        Account {
-            id: id.into(),
-            platform: Platform::Web,
-            is_admin: admin,
-            description: description.into(),
-            scopes: scopes.to_vec(),
-            status,
-            created_at: None,
-            updated_at: None,
-            unknown: Vec::new(),
-        }
-    }
-
-    fn owner(
-        name: &str,
-        uid: &str,
-        account_id: Option<&str>,
-        adopted: bool,
-        scopes: &[Scope],
-    ) -> Owner {
-        Owner {
-            namespace: "team".into(),
-            name: name.into(),
-            uid: uid.into(),
-            account_id: account_id.map(str::to_string),
-            retiring: Vec::new(),
-            adopted,
-            scopes: scopes.to_vec(),
-        }
-    }
-
-    fn seeded() -> Vec<Finding> {
-        use AccountState::*;
-        use Scope::*;
-        let accounts = [
-            account(
-                "a-created",
-                "maps [gebeta-operator:uid-1]",
-                &[Tile],
-                Active,
-                false,
-            ),
-            account(
-                "b-adopted",
-                "from the dashboard",
-                &[Tile, Matrix],
-                Active,
-                false,
-            ),
-            account(
-                "c-orphan",
-                "left behind [gebeta-operator:uid-gone]",
-                &[Tile],
-                Active,
-                false,
-            ),
-            account("d-admin", "ops console", &[Tile], Active, true),
-            account("e-revoked", "", &[Tile], Revoked, false),
-            account("f-suspended", "", &[Tile], Suspended, false),
-            account(
-                "g-wide",
-                "narrow [gebeta-operator:uid-3]",
-                &[Tile, Geocoding, Matrix],
-                Active,
-                false,
-            ),
-            account(
-                "h-leftover",
-                "maps [gebeta-operator:uid-1]",
-                &[Tile],
-                Revoked,
-                false,
-            ),
-        ];
-        let owners = [
-            owner("maps", "uid-1", Some("a-created"), false, &[Tile]),
-            owner("adopter", "uid-2", Some("b-adopted"), true, &[Tile, Matrix]),
-            owner("narrow", "uid-3", Some("g-wide"), false, &[Tile]),
-        ];
-        classify(&accounts, &owners)
-    }
-
-    fn find<'a>(findings: &'a [Finding], id: &str) -> &'a Finding {
-        findings.iter().find(|f| f.id == id).unwrap()
-    }
-
-    #[test]
-    fn accounts_are_classified_and_flagged() {
-        let f = seeded();
-        let created = find(&f, "a-created");
-        assert_eq!(
-            (created.class, created.flags.as_slice()),
-            (Class::Managed, &[][..])
-        );
-        assert_eq!(created.managed_by.as_ref().unwrap().name, "maps");
-        let adopted = find(&f, "b-adopted");
-        assert_eq!(adopted.class, Class::Managed);
-        assert!(adopted.managed_by.as_ref().unwrap().adopted);
-        let orphan = find(&f, "c-orphan");
-        assert_eq!(
-            (orphan.class, orphan.marker_uid.as_deref()),
-            (Class::Orphan, Some("uid-gone"))
-        );
-        assert_eq!(find(&f, "d-admin").class, Class::Unmanaged);
-        assert_eq!(find(&f, "d-admin").flags, [Flag::Admin]);
-        assert_eq!(find(&f, "e-revoked").flags, [Flag::Revoked]);
-        assert_eq!(find(&f, "f-suspended").flags, [Flag::Suspended]);
-        let wide = find(&f, "g-wide");
-        assert_eq!(wide.flags, [Flag::ExcessScopes]);
-        assert_eq!(wide.excess_scopes, ["GEOCODING", "MATRIX"]);
-        assert_eq!(wide.spec_scopes.as_deref(), Some(&["TILE".to_string()][..]));
-        let leftover = find(&f, "h-leftover");
-        assert_eq!(leftover.class, Class::Managed);
-        assert_eq!(leftover.flags, [Flag::Revoked, Flag::Stale]);
-        let order: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
-        assert_eq!(
-            order,
-            [
-                "c-orphan",
-                "d-admin",
-                "e-revoked",
-                "f-suspended",
-                "b-adopted",
-                "a-created",
-                "h-leftover",
-                "g-wide"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_marker_wins_over_an_adopter_and_a_gone_marker_can_be_adopted() {
-        use Scope::*;
-        let accounts = [account(
-            "x",
-            "old [gebeta-operator:uid-gone]",
-            &[Tile],
-            AccountState::Active,
-            false,
-        )];
-        let owners = [owner("adopter", "uid-9", Some("x"), true, &[Tile])];
-        let f = classify(&accounts, &owners);
-        assert_eq!(
-            f[0].class,
-            Class::Managed,
-            "adopted after its marked object was deleted"
-        );
-        assert_eq!(f[0].flags, []);
-    }
+    use crate::controllers::upstream_audit::tests::seeded;
 
     #[test]
     fn fail_on_selectors_parse_and_match() {

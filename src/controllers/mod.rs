@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod own_writes;
 pub mod reason;
 pub mod service_account;
+pub mod upstream_audit;
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,6 +59,9 @@ pub struct Settings {
     pub max_concurrent_reconciles: u16,
     /// Identity of this replica in events (the pod name).
     pub instance: String,
+    /// How often the leader audits the organization's upstream accounts and exports the
+    /// counts as metrics (`None`: never; see [`upstream_audit`]).
+    pub audit_interval: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -70,6 +74,7 @@ impl Default for Settings {
             max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
             max_concurrent_reconciles: 16,
             instance: "gebeta-operator".into(),
+            audit_interval: None,
         }
     }
 }
@@ -405,6 +410,7 @@ pub async fn run_all(
             shutdown.clone(),
             readiness.clone()
         ),
-        access_token::run(ctx, scope, shutdown, readiness),
+        access_token::run(ctx.clone(), scope.clone(), shutdown.clone(), readiness),
+        upstream_audit::run(ctx, scope, shutdown),
     );
 }

@@ -71,6 +71,11 @@ pub struct GebetaArgs {
     /// PEM file of extra CA certificates trusted for the Gebeta API (added to the built-in roots).
     #[arg(long = "gebeta-ca-file", env = "GEBETA_CA_FILE", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+    /// Audit the organization's upstream accounts this often (e.g. `1h`) and export the counts
+    /// as metrics (`upstream_accounts{class}`): one organization list per interval, on the
+    /// leader, with `--user-token-secret`. Off when unset.
+    #[arg(long = "audit-interval", env = "GEBETA_AUDIT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub audit_interval: Option<Duration>,
 }
 
 /// What the controllers watch.
@@ -188,6 +193,13 @@ impl Args {
     /// Checks that need several flags at once; the error prints like any clap error.
     pub fn validate(&self) -> Result<(), clap::Error> {
         use clap::CommandFactory as _;
+        if self.gebeta.audit_interval.is_some() && self.gebeta.user_token_secret.is_none() {
+            return Err(Args::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--audit-interval needs --user-token-secret: the audit lists the organization's \
+                 accounts with the operator's default user token",
+            ));
+        }
         if self.leader.lease_renew >= self.leader.lease_duration {
             return Err(Args::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
@@ -467,6 +479,12 @@ mod tests {
         assert_eq!(args.admin.admin_addr.to_string(), "0.0.0.0:8080");
         assert!(args.namespaces().is_empty());
         assert!(args.user_token_location().is_none());
+        assert_eq!(
+            args.gebeta.audit_interval, None,
+            "the upstream audit is off"
+        );
+        let audit = parse(&["--user-token-secret=ops/gebeta", "--audit-interval=1h"]).unwrap();
+        assert_eq!(audit.gebeta.audit_interval, Some(Duration::from_secs(3600)));
         assert!(parse(&["--leader-elect"]).unwrap().leader.leader_elect);
         let twice = parse(&["--gebeta-timeout=1s", "--gebeta-timeout=2s"]).unwrap();
         assert_eq!(
@@ -488,6 +506,8 @@ mod tests {
             &["--log-format=xml"],
             &["--log-level=info,kube=loud"],
             &["--user-token-secret=only-a-name"],
+            &["--audit-interval=1h"],
+            &["--user-token-secret=ops/gebeta", "--audit-interval=0s"],
             &["--no-such-flag"],
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");

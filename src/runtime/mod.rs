@@ -155,6 +155,7 @@ impl Operator {
             max_token_lifetime: args.controllers.max_token_lifetime,
             max_concurrent_reconciles: args.controllers.max_concurrent_reconciles,
             instance: instance.clone(),
+            audit_interval: args.gebeta.audit_interval,
         };
         let scope = WatchScope {
             namespaces: args.namespaces(),
