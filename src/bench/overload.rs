@@ -35,6 +35,9 @@ pub struct OverloadReport {
     /// Of those, how many were due later than the median of the tokens served in the
     /// window (goal: all of them, when capacity cannot suffice: the latest-due expire).
     pub expired_due_after_median: u64,
+    /// Secrets holding an expired token when the window ended (expired and not yet served).
+    #[serde(default)]
+    pub expired_at_end: u64,
     /// Margin left on the old token when the new one was written (seconds).
     pub margin_seconds: Option<Summary>,
     /// Peaks of the operator's gauges during the window.

@@ -1341,6 +1341,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let ended = Timestamp::now();
+        let expired_at_end = tokens
+            .current()
+            .values()
+            .filter(|exp| exp.is_none_or(|e| e <= ended.as_second()))
+            .count() as u64;
         if !overloaded.terminate(Duration::from_secs(30)) {
             overloaded.kill();
         }
@@ -1360,15 +1365,17 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         report.served_per_second =
             (report.served as f64 / seconds.max(1.0) * 100.0).round() / 100.0;
         report.overdue_peak = overdue_peak;
+        report.expired_at_end = expired_at_end;
         report.oldest_overdue_peak_seconds = (oldest_peak * 10.0).round() / 10.0;
         say(format!(
-            "  served {} ({:.2}/s); inversions {} of {} pairs; expired {} ({} due after the median); overdue peak {}",
+            "  served {} ({:.2}/s); inversions {} of {} pairs; expired {} ({} due after the median), {} expired at the end; overdue peak {}",
             report.served,
             report.served_per_second,
             report.inversions,
             report.pairs,
             report.expired,
             report.expired_due_after_median,
+            report.expired_at_end,
             report.overdue_peak
         ));
         Some(report)
@@ -1735,8 +1742,9 @@ pub fn render(report: &Report) -> String {
         t.row(
             "tokens expired before their refresh",
             format_args!(
-                "{} ({} of them due after the median: the latest-due should be the ones)",
-                o.expired, o.expired_due_after_median
+                "{} ({} of them due after the median: the latest-due should be the ones); {} \
+                 Secrets held an expired token at the end",
+                o.expired, o.expired_due_after_median, o.expired_at_end
             ),
         );
         t.row("margin left", fmt_summary(&o.margin_seconds, "s"));
