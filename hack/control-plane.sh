@@ -26,14 +26,23 @@ if [[ "${1:-}" == "--print" ]]; then
   exit 0
 fi
 
+# How helm is built, beyond its version: bump when the build changes, so that only helm is
+# rebuilt in a cache that has the rest (the stamp above would rebuild everything).
+#   2: the Kubernetes version helm assumes without a cluster (.Capabilities.KubeVersion in
+#      `helm template`, `helm lint` deprecation checks) set as helm's own Makefile does.
+HELM_BUILD=2
+
 k8s_binaries=(kube-apiserver kube-controller-manager kubectl)
 missing() {
   local b
   for b in "$@"; do [[ -x "$bin_dir/$b" ]] || return 0; done
   return 1
 }
+helm_current() {
+  [[ -x "$bin_dir/helm" && "$(cat "$bin_dir/helm.build" 2>/dev/null)" == "$HELM_BUILD" ]]
+}
 
-if ! missing "${k8s_binaries[@]}" etcd helm; then
+if ! missing "${k8s_binaries[@]}" etcd && helm_current; then
   echo "$bin_dir"
   exit 0
 fi
@@ -89,12 +98,23 @@ if [[ ! -x "$bin_dir/etcd" ]]; then
   mv "$bin_dir/etcd.tmp" "$bin_dir/etcd"
 fi
 
-if [[ ! -x "$bin_dir/helm" ]]; then
+if ! helm_current; then
   h="$work/helm"; mkdir -p "$h"; cd "$h"
   run "init module for helm $HELM_VERSION" go mod init gebeta.local/helm
   run "fetch helm $HELM_VERSION" go get "helm.sh/helm/v3@${HELM_VERSION}"
-  run "build helm" go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" -o "$bin_dir/helm.tmp" helm.sh/helm/v3/cmd/helm
+  # As helm's Makefile does: the default Kubernetes version (offline `helm template`, whose
+  # built-in default is otherwise v1.20 and fails any chart's kubeVersion above it) is the one
+  # of the client-go helm is built with, v0.X.Y meaning 1.X.
+  client_go=$(go list -f '{{.Version}}' -m k8s.io/client-go)
+  [[ "$client_go" =~ ^v0\.([0-9]+)\. ]] || die "unexpected k8s.io/client-go version for helm: '$client_go'"
+  k8s_minor=${BASH_REMATCH[1]}
+  helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+  done
+  run "build helm (Kubernetes 1.$k8s_minor by default)" go build -trimpath -ldflags "$helm_ldflags" -o "$bin_dir/helm.tmp" helm.sh/helm/v3/cmd/helm
   mv "$bin_dir/helm.tmp" "$bin_dir/helm"
+  echo "$HELM_BUILD" >"$bin_dir/helm.build"
 fi
 
 echo "$bin_dir"

@@ -1345,7 +1345,7 @@ fn operator_requests(
         let what = format!("{} {} {}", e.kind(), e.name, e.verb);
         if e.is_write() {
             *writes.entry(what).or_default() += 1;
-        } else {
+        } else if e.is_read() {
             reads.push(what);
         }
     }

@@ -378,12 +378,13 @@ fn operator_writes(events: &[AuditEvent]) -> BTreeMap<String, u64> {
     operator_requests(events, true)
 }
 
-/// The operator's writes (or reads) among `events`, counted by `kind verb`.
+/// The operator's writes (or reads: gets and lists, not watches) among `events`, counted by
+/// `kind verb`.
 fn operator_requests(events: &[AuditEvent], writes: bool) -> BTreeMap<String, u64> {
     count_by_kind_and_verb(
         events
             .iter()
-            .filter(|e| e.user == OPERATOR_USER && e.is_write() == writes),
+            .filter(|e| e.user == OPERATOR_USER && if writes { e.is_write() } else { e.is_read() }),
     )
     .into_iter()
     .map(|((kind, verb), n)| (format!("{kind} {verb}"), n))

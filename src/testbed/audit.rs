@@ -2,11 +2,12 @@
 //! writes in a steady state" and the reliability tests' "nothing is written twice".
 //!
 //! [`ControlPlaneOptions::audit_log`](super::ControlPlaneOptions) starts kube-apiserver with
-//! [`POLICY`]: one JSON line per request that reads or writes objects (get, list, create,
-//! update, patch, delete, deletecollection; not watch) at the `Metadata` level, after the
-//! response was sent; [`AuditEvent::is_write`] tells writes from reads. The API server
-//! writes in blocking mode, so a request's line is in the file by the time its response
-//! reached the client.
+//! [`POLICY`]: one JSON line per request on objects (get, list, watch, create, update, patch,
+//! delete, deletecollection) at the `Metadata` level, after the response was sent (a watch
+//! also when its response starts); [`AuditEvent::is_write`] and [`AuditEvent::is_read`] tell
+//! writes from reads (a watch is neither: it is recorded so that the chart's RBAC test sees
+//! every verb the operator uses). The API server writes in blocking mode, so a request's line
+//! is in the file by the time its response reached the client.
 //!
 //! To attribute writes to one program, give it its own identity: a kubeconfig from
 //! [`ControlPlane::kubeconfig_as`](super::ControlPlane::kubeconfig_as) impersonates a user,
@@ -20,16 +21,19 @@ use std::{
 
 use serde::Deserialize;
 
-/// The audit policy: every read and write of objects, metadata only; nothing else (watches
-/// are long-running and counted by no figure).
+/// The audit policy: every request on objects, metadata only; nothing else (discovery and
+/// other non-resource requests).
 pub const POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived, Panic]
 rules:
 - level: Metadata
-  verbs: [get, list, create, update, patch, delete, deletecollection]
+  verbs: [get, list, watch, create, update, patch, delete, deletecollection]
 - level: None
 ";
+
+/// The verbs that read objects once (a watch is not counted among them).
+pub const READ_VERBS: [&str; 2] = ["get", "list"];
 
 /// The verbs that change objects.
 pub const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
@@ -39,8 +43,10 @@ pub const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "dele
 pub struct AuditEvent {
     /// The acting user: the impersonated user if any, else the authenticated one.
     pub user: String,
-    /// `create`, `update`, `patch`, `delete`, `deletecollection`.
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
     pub verb: String,
+    /// API group of the resource: empty for the core group, e.g. `apps`, `gebeta.app`.
+    pub group: String,
     /// Plural resource name, e.g. `secrets`, `gebetaaccesstokens`.
     pub resource: String,
     /// e.g. `status`; empty for the main resource.
@@ -65,9 +71,14 @@ impl AuditEvent {
         }
     }
 
-    /// The request was a write (not a get or a list).
+    /// The request was a write (not a get, a list or a watch).
     pub fn is_write(&self) -> bool {
         WRITE_VERBS.contains(&self.verb.as_str())
+    }
+
+    /// The request was a get or a list (not a watch, not a write).
+    pub fn is_read(&self) -> bool {
+        READ_VERBS.contains(&self.verb.as_str())
     }
 
     /// The request succeeded (2xx).
@@ -103,6 +114,8 @@ struct RawUser {
 
 #[derive(Deserialize)]
 struct RawObjectRef {
+    #[serde(default, rename = "apiGroup")]
+    api_group: String,
     #[serde(default)]
     resource: String,
     #[serde(default)]
@@ -131,6 +144,7 @@ pub fn parse_line(line: &str) -> Option<AuditEvent> {
     Some(AuditEvent {
         user,
         verb: raw.verb,
+        group: object.api_group,
         resource: object.resource,
         subresource: object.subresource,
         namespace: object.namespace,
@@ -224,6 +238,8 @@ mod tests {
         assert_eq!(event.user, "gebeta-operator");
         assert_eq!(event.user_agent, "gebeta-operator/0.1.0");
         assert_eq!(event.verb, "patch");
+        assert!(event.is_write() && !event.is_read());
+        assert_eq!(event.group, "");
         assert_eq!(event.kind(), "secrets");
         assert_eq!((event.namespace.as_str(), event.name.as_str()), ("a", "s"));
         assert!(event.succeeded());
@@ -233,9 +249,10 @@ mod tests {
                 .parse::<jiff::Timestamp>()
                 .unwrap()
         );
-        let status = r#"{"verb":"update","user":{"username":"u"},"objectRef":{"resource":"gebetaaccesstokens","subresource":"status","namespace":"a","name":"t"},"responseStatus":{"code":409}}"#;
+        let status = r#"{"verb":"update","user":{"username":"u"},"objectRef":{"resource":"gebetaaccesstokens","subresource":"status","namespace":"a","name":"t","apiGroup":"gebeta.app","apiVersion":"v1alpha1"},"responseStatus":{"code":409}}"#;
         let event = parse_line(status).unwrap();
         assert_eq!(event.user, "u");
+        assert_eq!(event.group, "gebeta.app");
         assert_eq!(event.kind(), "gebetaaccesstokens/status");
         assert!(!event.succeeded());
         assert_eq!(
@@ -243,6 +260,10 @@ mod tests {
                 .get(&("gebetaaccesstokens/status".into(), "update".into())),
             Some(&2)
         );
+        let watch = r#"{"verb":"watch","stage":"ResponseStarted","user":{"username":"u"},"objectRef":{"resource":"secrets","namespace":"a","apiVersion":"v1"},"responseStatus":{"code":200}}"#;
+        let event = parse_line(watch).unwrap();
+        assert!(!event.is_write() && !event.is_read(), "a watch is neither");
+        assert_eq!((event.kind(), event.name.as_str()), ("secrets".into(), ""));
         assert!(parse_line("not json").is_none());
         assert!(parse_line(r#"{"verb":"create"}"#).is_none());
     }

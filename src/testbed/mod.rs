@@ -363,6 +363,10 @@ impl ControlPlane {
             format!("--cert-dir={}", dir.join("certs").display()),
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             "--authorization-mode=RBAC".into(),
+            // On top of the default plugins, as on clusters that enforce it (e.g. OpenShift):
+            // an owner reference with blockOwnerDeletion needs `update` on the owner's
+            // `finalizers` subresource, which the chart's RBAC must then grant.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!(
                 "--service-account-key-file={}",

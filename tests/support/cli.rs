@@ -62,7 +62,8 @@ pub fn ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `vX.Y.Z` of the test API server (the locally built helm has no built-in default).
+/// `vX.Y.Z` of the test API server, for `helm --kube-version` (helm's own default is the
+/// Kubernetes of the client-go it is built with, which may differ).
 pub async fn kube_version(client: &Client) -> String {
     client
         .apiserver_version()

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod cli;
+pub mod rbac;
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 

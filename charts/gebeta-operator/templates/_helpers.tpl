@@ -62,24 +62,37 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The rules of the controllers, exactly the verbs they use: the same in the ClusterRole and in
-each per-namespace Role.
+each per-namespace Role. tests/chart.rs derives them from the API server's audit log of the
+operator at work and fails on a grant it never used or a request it was refused.
 */}}
 {{- define "gebeta-operator.workloadRules" -}}
+# Watched (list + watch); never read one by one or replaced.
 - apiGroups: ["gebeta.app"]
   resources: ["gebetaserviceaccounts", "gebetaaccesstokens"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch"]
+# The upstream-account finalizer (JSON patch of metadata.finalizers).
+- apiGroups: ["gebeta.app"]
+  resources: ["gebetaserviceaccounts"]
+  verbs: ["patch"]
+# Status: server-side apply.
 - apiGroups: ["gebeta.app"]
   resources: ["gebetaserviceaccounts/status", "gebetaaccesstokens/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# The access-token Secrets' owner reference blocks owner deletion, which clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin allow only with this.
 - apiGroups: ["gebeta.app"]
-  resources: ["gebetaserviceaccounts/finalizers", "gebetaaccesstokens/finalizers"]
+  resources: ["gebetaaccesstokens/finalizers"]
   verbs: ["update"]
+# Owned Secrets are server-side applied (create: an apply that creates one); never deleted
+# (garbage-collected with their owner).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Rollout restarts: read the opt-in annotation, then patch the pod template.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "patch"]
+# Events (patch: a repeated event becomes a series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
