@@ -43,6 +43,10 @@ pub struct OverloadReport {
     /// Peaks of the operator's gauges during the window.
     pub overdue_peak: f64,
     pub oldest_overdue_peak_seconds: f64,
+    /// Each replacement as `[seen at, margin]`: seconds from the run's start, seconds left on
+    /// the old token (negative: expired; absent from reports made before plots).
+    #[serde(default)]
+    pub margins: Vec<[f64; 2]>,
 }
 
 /// Order figures of the writes seen in the window, in the order they were seen.

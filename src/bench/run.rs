@@ -16,6 +16,11 @@
 //!
 //! Phases 2-5 run with `--initial-token-ttl` (default 1 h) so that no refresh is due; phase 6
 //! is where refreshes happen. The benchmark asserts nothing about time.
+//!
+//! Throughout, a [`Sampler`] records the operator's RSS and the simulator's call counter once a
+//! second, and each phase's start is marked; at the end the audit log gives the operator's
+//! writes per second (`Report::timeline`); the report also keeps every object's time to Ready
+//! and every refresh's margin.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -39,6 +44,7 @@ use super::{
     objects::{self, BENCH_LABEL},
     observe::{Kind, ReadyTracker, TokenObserver},
     stats::Summary,
+    timeline::{self, PhaseMark, Sampler, Timeline},
 };
 use crate::{
     crd::{GebetaAccessToken, GebetaServiceAccount},
@@ -193,6 +199,10 @@ pub struct ApplyReport {
     /// writes; absent from reports made before reads were audited).
     #[serde(default)]
     pub kube_requests: BTreeMap<String, u64>,
+    /// Per object, the seconds from its create request to Ready, sorted, by kind
+    /// (`GebetaServiceAccount`, `GebetaAccessToken`; absent from reports made before plots).
+    #[serde(default)]
+    pub ready_seconds: BTreeMap<String, Vec<f64>>,
 }
 
 /// (2) One row of Gebeta calls.
@@ -291,6 +301,11 @@ pub struct RefreshReport {
     /// of what the API server can take the operator turns into tokens.
     #[serde(default)]
     pub ceiling_ratio: Option<f64>,
+    /// Each scheduled replacement (those `margin_seconds` summarises) as `[seen at, margin]`:
+    /// seconds from the run's start, seconds left on the old token (absent from reports made
+    /// before plots).
+    #[serde(default)]
+    pub margins: Vec<[f64; 2]>,
 }
 
 /// The API server's write ceiling, probed in the same run.
@@ -348,6 +363,9 @@ pub struct Report {
     /// With `--overload-seconds`.
     #[serde(default)]
     pub overload: Option<OverloadReport>,
+    /// Time series for the plots (empty in reports made before plots).
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 /// A failure that stops the run.
@@ -363,6 +381,14 @@ fn secs(d: Duration) -> f64 {
 
 fn since(t: Timestamp, start: Timestamp) -> f64 {
     (t.as_millisecond() - start.as_millisecond()) as f64 / 1000.0
+}
+
+/// A phase that begins now.
+fn phase(name: &str, origin: Timestamp) -> PhaseMark {
+    PhaseMark {
+        name: name.into(),
+        at: timeline::offset(Timestamp::now(), origin),
+    }
 }
 
 fn say(text: impl AsRef<str>) {
@@ -814,6 +840,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             .timeout(Duration::from_secs(2))
             .build()?,
     };
+    let sampler = Sampler::start(env.sim.sim().clone(), started_at);
+    let mut phases = vec![PhaseMark {
+        name: "setup".into(),
+        at: 0.0,
+    }];
     let plan = Plan::new(&args, &run_id, &env.sim);
     for ns in std::iter::once(SYSTEM_NS.to_string()).chain(plan.namespaces.iter().cloned()) {
         let namespace: Namespace =
@@ -852,6 +883,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let ready = ReadyTracker::start(&client, None, Some(&format!("{BENCH_LABEL}={run_id}")));
     let tokens = TokenObserver::start(&client, None);
     let operator = env.spawn_operator("bench-operator-1")?;
+    sampler.follow(operator.pid());
     let first_readyz = env
         .wait_started(&operator, Instant::now(), Duration::from_secs(30))
         .await?;
@@ -889,6 +921,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     }
     let applied: Arc<std::sync::Mutex<AppliedAt>> = Arc::default();
     let apply_offset = env.audit.end();
+    phases.push(phase("apply", started_at));
     let apply_start = Timestamp::now();
     let apply_clock = Instant::now();
     for_each_bounded(items, args.concurrency, |item| {
@@ -955,6 +988,21 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             .push(since(first, *sent).max(0.0));
     }
     let all: Vec<f64> = per_kind.values().flatten().copied().collect();
+    let ready_seconds = per_kind
+        .iter()
+        .map(|(kind, seconds)| {
+            let mut seconds: Vec<f64> = seconds
+                .iter()
+                .map(|s| (s * 1000.0).round() / 1000.0)
+                .collect();
+            seconds.sort_by(f64::total_cmp);
+            let name = match kind {
+                Kind::ServiceAccount => "GebetaServiceAccount",
+                Kind::AccessToken => "GebetaAccessToken",
+            };
+            (name.to_string(), seconds)
+        })
+        .collect();
     let apply = ApplyReport {
         total_seconds: since(last_ready, apply_start),
         service_accounts: Summary::of(per_kind.get(&Kind::ServiceAccount).map_or(&[], |v| v)),
@@ -962,6 +1010,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         all: Summary::of(&all),
         create_seconds,
         kube_requests,
+        ready_seconds,
     };
     let cpu_apply = operator.cpu_seconds().unwrap_or(0.0) - cpu_before_apply;
     let apply_calls = call_diff(&calls_before_apply, &calls_now(&env.sim));
@@ -999,6 +1048,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         "steady state: {}s with no change",
         args.steady_seconds
     ));
+    phases.push(phase("steady", started_at));
     let steady_offset = env.audit.end();
     let steady_calls_before = calls_now(&env.sim);
     let cpu_before_steady = operator.cpu_seconds().unwrap_or(0.0);
@@ -1029,6 +1079,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             "adding {} unrelated Secrets of {} KiB",
             args.unrelated_secrets, args.unrelated_secret_kb
         ));
+        phases.push(phase("unrelated Secrets", started_at));
         let offset = env.audit.end();
         let items: Vec<(String, Secret)> = (0..args.unrelated_secrets)
             .map(|i| {
@@ -1073,6 +1124,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
 
     // ---- (6) restart --------------------------------------------------------------------
     say("restarting the operator (SIGTERM, then a new process)");
+    phases.push(phase("restart", started_at));
     let peak_first = operator.peak_rss_kib();
     let cpu_first = operator.cpu_seconds().unwrap_or(0.0);
     let stop_clock = Instant::now();
@@ -1080,12 +1132,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         operator.kill();
     }
     let stop_seconds = secs(stop_clock.elapsed());
+    sampler.follow(None);
     drop(operator);
     let restart_offset = env.audit.end();
     let restart_calls_before = calls_now(&env.sim);
     let restart_start = Timestamp::now();
     let restart_clock = Instant::now();
     let operator = env.spawn_operator("bench-operator-2")?;
+    sampler.follow(operator.pid());
     let restart_meter = SocketMeter::start(operator.pid());
     let objects_total = (n + m) as u64;
     let (seconds_to_readyz, seconds_to_all_ready, seconds_to_all_reconciled) = tokio::join!(
@@ -1150,6 +1204,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         args.lifetimes
     ));
     env.sim.set_token_ttl(Duration::from_secs(ttl));
+    phases.push(phase("refresh", started_at));
     let refresh_offset = env.audit.end();
     let refresh_calls_before = calls_now(&env.sim);
     let cpu_before_refresh = operator.cpu_seconds().unwrap_or(0.0);
@@ -1199,6 +1254,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     if !operator.terminate(Duration::from_secs(30)) {
         operator.kill();
     }
+    sampler.follow(None);
     let phase_seconds = secs(refresh_clock.elapsed());
     let refresh_calls = call_diff(&refresh_calls_before, &calls_now(&env.sim));
     let caught_up = refresh_calls.get("refresh").copied().unwrap_or(0)
@@ -1214,6 +1270,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let kube_writes = operator_writes(&refresh_events);
     let kube_reads = operator_requests(&refresh_events, false);
     let mut margins = Vec::new();
+    let mut margin_points = Vec::new();
     let mut fractions = Vec::new();
     let mut by_secret: BTreeMap<(String, String), Vec<Timestamp>> = BTreeMap::new();
     for w in &writes {
@@ -1226,6 +1283,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             && let Some(margin) = w.margin_seconds()
         {
             margins.push(margin);
+            margin_points.extend(timeline::margin_points([w], started_at));
             fractions.push(margin / ttl as f64);
         }
     }
@@ -1277,6 +1335,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 .round()
                 / 100.0
         }),
+        margins: margin_points,
     };
     for (endpoint, ideal) in [
         ("refresh", Some(refresh.replacements)),
@@ -1316,12 +1375,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             args.overload_seconds, args.overload_latency_ms
         ));
         env.sim.set_latency(latency);
+        phases.push(phase("overload", started_at));
         let clock = Instant::now();
         let started = Timestamp::now();
         let overloaded = env.spawn_operator_with(
             "bench-operator-overload",
             &[format!("--max-concurrent-reconciles={permits}")],
         )?;
+        sampler.follow(overloaded.pid());
         env.wait_started(&overloaded, clock, Duration::from_secs(30))
             .await?;
         let (mut overdue_peak, mut oldest_peak) = (0.0f64, 0.0f64);
@@ -1350,6 +1411,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         if !overloaded.terminate(Duration::from_secs(30)) {
             overloaded.kill();
         }
+        sampler.follow(None);
         env.sim.set_latency(Duration::ZERO);
         let window: Vec<_> = tokens
             .writes_since(started)
@@ -1358,6 +1420,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             .collect();
         let seconds = since(ended, started);
         let mut report = overload::analyze(&window, latency.as_secs_f64() + 1.0);
+        report.margins = timeline::margin_points(&window, started_at);
         report.seconds = (seconds * 10.0).round() / 10.0;
         report.latency_ms = args.overload_latency_ms;
         report.permits = permits;
@@ -1402,6 +1465,18 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         restarted_cpu_seconds: restarted_cpu,
         cpu_seconds_refresh_phase: (cpu_refresh * 100.0).round() / 100.0,
     };
+    let samples = sampler.finish();
+    let writes_at = env
+        .audit
+        .read_all()?
+        .into_iter()
+        .filter(|e| e.user == OPERATOR_USER && e.is_write())
+        .map(|e| e.received);
+    let timeline = Timeline {
+        samples,
+        kube_writes_per_second: timeline::per_second(writes_at, started_at),
+        phases,
+    };
     drop(ready);
     drop(tokens);
     drop(env);
@@ -1417,6 +1492,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         restart,
         ceiling: Some(ceiling),
         overload,
+        timeline,
     })
 }
 
