@@ -37,7 +37,7 @@ release:
 
 ## bench: the benchmark at a small size (CI proves it works; ~2 min): a local control plane
 ## with an audit log, gebeta-sim and the release operator; prints the table, writes
-## target/bench/small.json (see README, "Benchmarks")
+## target/bench/small.json and its plots target/bench/small-*.svg (see README, "Benchmarks")
 BENCH_ARGS ?= --accounts 20 --tokens 20 --token-ttl 10 --steady-seconds 10 --restart-window 15 --unrelated-secrets 200 --settle-seconds 5 --overload-seconds 30
 bench: control-plane
 	$(CARGO) build --locked --release --bins

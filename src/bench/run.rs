@@ -19,8 +19,8 @@
 //!
 //! Throughout, a [`Sampler`] records the operator's RSS and the simulator's call counter once a
 //! second, and each phase's start is marked; at the end the audit log gives the operator's
-//! writes per second (`Report::timeline`); the report also keeps every object's time to Ready
-//! and every refresh's margin.
+//! writes per second. With every object's time to Ready and every refresh's margin, that is what
+//! the plots ([`super::plot`]) draw (`Report::timeline`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -138,10 +138,16 @@ pub struct BenchArgs {
     /// Where to write the JSON report (default: `target/bench/bench-<N>x<M>-<time>.json`).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Print the table of a JSON report written earlier, and run nothing.
+    /// Print the table of a JSON report written earlier, and run nothing (with `--plot`, also
+    /// draw its plots).
     #[arg(long, value_name = "JSON", conflicts_with = "json")]
     #[serde(skip)]
     pub show: Option<PathBuf>,
+    /// Where to write the SVG plots, `<JSON file stem>-{ready,margins,rates,rss}.svg`
+    /// (default for a run: beside the JSON report; `--show` draws them only when given).
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip)]
+    pub plot: Option<PathBuf>,
 }
 
 fn default_overload_latency() -> u64 {
