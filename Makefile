@@ -4,7 +4,8 @@ CARGO ?= cargo
 
 .PHONY: demo test lint crds control-plane release
 
-## demo: the operator's main job on a local control plane and gebeta-sim (Ctrl-C stops it)
+## demo: the operator's main job on a local control plane and gebeta-sim (Ctrl-C stops it and
+## prints the path of an SVG plot of the refresh margins it saw, target/demo/margins.svg)
 DEMO_ARGS ?=
 demo: control-plane
 	$(CARGO) build --locked --bins

@@ -1,7 +1,8 @@
 //! `make demo`: the operator's main job on an embedded default. Starts a local control plane
 //! and gebeta-sim, runs the operator, applies `examples/`, and narrates what happens: the
 //! accounts become Ready, access tokens land in Secrets, work against the API, and are
-//! refreshed before they expire. Ctrl-C stops and removes everything.
+//! refreshed before they expire. Ctrl-C stops and removes everything; the demo ends by drawing
+//! the refresh margins it saw (seconds left on the old token at each refresh) as an SVG plot.
 
 use std::{
     collections::BTreeMap,
@@ -11,6 +12,10 @@ use std::{
 
 use clap::Parser;
 use gebeta_operator::{
+    bench::{
+        plot::{self, MarginSeries},
+        timeline::PhaseMark,
+    },
     crd::{GebetaAccessToken, GebetaServiceAccount},
     gebeta::{Platform, Scope},
     sim::{Sim, SimConfig},
@@ -43,6 +48,9 @@ struct Args {
     /// Directory of the example manifests.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))]
     examples: PathBuf,
+    /// Where the plot of the refresh margins goes (SVG), written when the demo ends.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/demo/margins.svg"))]
+    plot: PathBuf,
 }
 
 const USER_TOKEN: &str = "demo-user-token";
@@ -167,6 +175,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     drop(operator);
+    watch.plot_margins(&args.plot, args.token_ttl)?;
     Ok(())
 }
 
@@ -272,6 +281,9 @@ struct Watch {
     started: Instant,
     ready: BTreeMap<String, String>,
     tokens: BTreeMap<String, (String, u32)>,
+    /// Per access token, each refresh as `[seconds since the watch began, seconds left on
+    /// the old token]`.
+    margins: BTreeMap<String, Vec<[f64; 2]>>,
 }
 
 impl Watch {
@@ -284,7 +296,39 @@ impl Watch {
             started: Instant::now(),
             ready: BTreeMap::new(),
             tokens: BTreeMap::new(),
+            margins: BTreeMap::new(),
         }
+    }
+
+    /// Draws the refresh margins seen so far into `path` and prints where it is.
+    fn plot_margins(&self, path: &Path, token_ttl: u64) -> Result<(), Box<dyn std::error::Error>> {
+        let series: Vec<MarginSeries> = self
+            .margins
+            .iter()
+            .map(|(name, points)| MarginSeries {
+                name: name.clone(),
+                points: points.clone(),
+            })
+            .collect();
+        let svg = plot::margins_svg(
+            &format!("Refresh margin: gebeta-demo, {token_ttl} s tokens"),
+            "seconds since the demo began watching (new token seen in its Secret)",
+            &series,
+            &[PhaseMark {
+                name: "examples applied".into(),
+                at: 0.0,
+            }],
+        )?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, svg)?;
+        let refreshes: usize = series.iter().map(|s| s.points.len()).sum();
+        println!(
+            "refresh margins ({refreshes} refreshes; seconds left on the old token): {}",
+            path.display()
+        );
+        Ok(())
     }
 
     fn say(&self, what: &str, text: String) {
@@ -388,10 +432,17 @@ impl Watch {
             let (verb, margin) = match &previous {
                 None => ("issued", String::new()),
                 Some((old, _)) => {
-                    let margin = old
-                        .parse::<jiff::Timestamp>()
-                        .map(|t| (t - jiff::Timestamp::now()).get_seconds())
-                        .unwrap_or(0);
+                    let left = old.parse::<jiff::Timestamp>().map(|t| {
+                        (t.as_millisecond() - jiff::Timestamp::now().as_millisecond()) as f64
+                            / 1000.0
+                    });
+                    if let Ok(left) = left {
+                        self.margins.entry(key.clone()).or_default().push([
+                            (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                            left,
+                        ]);
+                    }
+                    let margin = left.map_or(0, |l| l.trunc() as i64);
                     (
                         "refreshed",
                         format!(", {margin}s before the previous one expired"),
