@@ -50,6 +50,23 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
+/// The values a string enum's JSON schema allows: a plain enum lists them; one with
+/// documented variants has a `const` (or one-value `enum`) per variant.
+pub fn enum_values(schema: &schemars::Schema) -> Vec<serde_json::Value> {
+    match (schema.get("enum"), schema.get("oneOf")) {
+        (Some(serde_json::Value::Array(values)), _) => values.clone(),
+        (_, Some(serde_json::Value::Array(variants))) => variants
+            .iter()
+            .flat_map(|v| match (v.get("const"), v.get("enum")) {
+                (Some(c), _) => vec![c.clone()],
+                (_, Some(serde_json::Value::Array(e))) => e.clone(),
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Pattern of a duration: one or more `<number><unit>` with units ms, s, m, h (as `1h30m`).
 pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 

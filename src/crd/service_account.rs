@@ -240,20 +240,7 @@ pub struct PendingCreation {
 /// `Option<T>` of a string enum `T` as Kubernetes wants it: the field's own description
 /// (schemars would put `T`'s in its place), `nullable`, and `null` among the values.
 fn nullable_enum<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    // A plain enum lists its values; one with documented variants has one `const` each.
-    let schema = T::json_schema(g);
-    let mut values = match (schema.get("enum"), schema.get("oneOf")) {
-        (Some(serde_json::Value::Array(values)), _) => values.clone(),
-        (_, Some(serde_json::Value::Array(variants))) => variants
-            .iter()
-            .flat_map(|v| match (v.get("const"), v.get("enum")) {
-                (Some(c), _) => vec![c.clone()],
-                (_, Some(serde_json::Value::Array(e))) => e.clone(),
-                _ => Vec::new(),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let mut values = super::common::enum_values(&T::json_schema(g));
     assert!(!values.is_empty(), "a string enum");
     values.push(serde_json::Value::Null);
     schemars::json_schema!({

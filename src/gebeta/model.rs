@@ -123,18 +123,9 @@ mod tests {
     /// The values of a string enum's JSON schema.
     fn schema_values<T: JsonSchema>() -> Vec<serde_json::Value> {
         let schema = schemars::schema_for!(T);
-        match (schema.get("enum"), schema.get("oneOf")) {
-            (Some(serde_json::Value::Array(values)), _) => values.clone(),
-            (_, Some(serde_json::Value::Array(variants))) => variants
-                .iter()
-                .flat_map(|v| match (v.get("const"), v.get("enum")) {
-                    (Some(c), _) => vec![c.clone()],
-                    (_, Some(serde_json::Value::Array(e))) => e.clone(),
-                    _ => Vec::new(),
-                })
-                .collect(),
-            _ => panic!("not a string enum: {schema:?}"),
-        }
+        let values = crate::crd::common::enum_values(&schema);
+        assert!(!values.is_empty(), "not a string enum: {schema:?}");
+        values
     }
 
     #[test]
