@@ -174,14 +174,10 @@ fn next_rotation(
     Some(plan::next_rotation(since, schedule.interval, seed))
 }
 
-/// `wake`, or sooner if the next scheduled rotation comes first (computed, not read back
-/// from the status, whose times are rounded to the second).
-fn earliest(
-    wake: Duration,
-    gsa: &GebetaServiceAccount,
-    status: &GebetaServiceAccountStatus,
-) -> Duration {
-    match next_rotation(gsa, status) {
+/// `wake`, or sooner if the next scheduled rotation (`next`, computed by [`next_rotation`],
+/// not read back from the status, whose times are rounded to the second) comes first.
+fn earliest(wake: Duration, next: Option<Timestamp>) -> Duration {
+    match next {
         Some(at) => {
             let until = Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or_default();
             wake.min(until + Duration::from_millis(100))
@@ -484,13 +480,14 @@ async fn apply(
     let mut status = original.clone();
     let generation = gsa.metadata.generation;
     let now = Timestamp::now();
-    status.next_rotation_time = next_rotation(gsa, &status).map(format_time);
+    let next = next_rotation(gsa, &status);
+    status.next_rotation_time = next.map(format_time);
     let rotate = gsa.annotations().get(ROTATE_ANNOTATION).cloned();
     let requested = rotate.filter(|r| Some(r) != status.observed_rotation.as_ref());
     let rotation = plan::rotation_to_run(
         requested.as_deref(),
         status.rotation_in_progress.as_deref(),
-        next_rotation(gsa, &status),
+        next,
         now,
     );
 
@@ -504,7 +501,7 @@ async fn apply(
         // Nothing changed since the last comparison: only check the token Secret is still ours.
         match check_token_secret(gsa, &status, ctx).await {
             Ok(()) if status == original => {
-                let wake = earliest(due_in + Duration::from_secs(1), gsa, &status);
+                let wake = earliest(due_in + Duration::from_secs(1), next);
                 return Ok(Action::requeue(wake));
             }
             Ok(()) => return finish(gsa, api, rec, original, status, Ok(None)).await,
@@ -568,7 +565,8 @@ async fn finish(
                 Some(w) => resync.min(w.recheck),
                 None => resync,
             };
-            Action::requeue(earliest(wake, gsa, &status))
+            // `sync` may have rotated: the schedule counts from the new time.
+            Action::requeue(earliest(wake, next_rotation(gsa, &status)))
         }
         Err(failure) => {
             conditions::set(
