@@ -40,8 +40,9 @@ impl OwnWrites {
         let mut by_uid = self.by_uid.lock().expect("not poisoned");
         let versions = by_uid.entry(uid.to_string()).or_default();
         for v in written_over.into_iter().chain([rv]) {
-            if versions.back().is_some_and(|last| last == v) {
-                // A write that changed nothing leaves the version as it was.
+            if versions.contains(&v.to_string()) {
+                // A write that changed nothing leaves the version as it was; the copy of a
+                // second write in one reconcile was recorded by the first.
                 continue;
             }
             if versions.len() == REMEMBERED {
@@ -103,6 +104,21 @@ mod tests {
         // A no-op write from the current copy changes nothing.
         writes.record_over("u", Some("9"), Some("9"));
         assert!(!writes.is_superseded("u", Some("9")));
+    }
+
+    #[test]
+    fn two_writes_from_one_copy_leave_only_the_last_current() {
+        let writes = OwnWrites::default();
+        writes.record_over("u", Some("7"), Some("9"));
+        writes.record_over("u", Some("7"), Some("11"));
+        assert!(writes.is_superseded("u", Some("7")));
+        assert!(writes.is_superseded("u", Some("9")));
+        assert!(!writes.is_superseded("u", Some("11")));
+        assert_eq!(
+            writes.by_uid.lock().unwrap()["u"],
+            ["7", "9", "11"],
+            "the copy is remembered once"
+        );
     }
 
     #[test]

@@ -616,19 +616,27 @@ async fn finish(
         .await;
     }
     if status != original {
-        write_status(api, ctx, &gsa.name_any(), &status).await?;
+        write_status(api, ctx, gsa, &status).await?;
     }
     Ok(action)
 }
 
 /// Writes status and notes the resulting version (see [`crate::controllers::own_writes`]).
+/// Writes `status` over the object `gsa` is a copy of. The copy is stale once the write
+/// lands: recording it as written over keeps a later reconcile from acting on it while the
+/// watch lags (at 10,000 objects it lagged long enough that such a copy, without the new
+/// account's id but with its token Secret, sent a reconcile to list every upstream account
+/// to recover a creation that had not been lost: 43,308 page reads while applying).
 async fn write_status(
     api: &Api<GebetaServiceAccount>,
     ctx: &Context,
-    name: &str,
+    gsa: &GebetaServiceAccount,
     status: &GebetaServiceAccountStatus,
 ) -> Result<(), kube::Error> {
-    ctx.write_status(api, name, None, status).await.map(drop)
+    let copy = gsa.metadata.resource_version.as_deref();
+    ctx.write_status(api, &gsa.name_any(), copy, status)
+        .await
+        .map(drop)
 }
 
 /// Loads the management credentials: the object's `userTokenSecretRef`, or the operator's
@@ -744,7 +752,7 @@ async fn sync(
                 if !status.retiring.contains(&current) {
                     status.retiring.push(current.clone());
                 }
-                write_status(api, ctx, &gsa.name_any(), status).await?;
+                write_status(api, ctx, gsa, status).await?;
             }
             if status.retiring.contains(&current) {
                 // Recorded with the new account (`create` writes status): the schedule counts
@@ -942,6 +950,20 @@ async fn recover_pending_creation(
             ),
         )
         .await;
+        // The interrupted creation was a rotation's: its event was never published.
+        if let Some(old) = previous.as_ref().filter(|old| **old != account.id) {
+            ctx.event(
+                &object_ref(gsa),
+                EventType::Normal,
+                reason::ROTATED,
+                "Rotate",
+                format!(
+                    "created account {} with a new token; retiring account {old}",
+                    account.id
+                ),
+            )
+            .await;
+        }
     }
     // A rotation that got as far as storing the new token: the old account goes the way of
     // every replaced one (a rotation records it before creating, this covers older records).
@@ -952,7 +974,7 @@ async fn recover_pending_creation(
         status.retiring.push(old);
     }
     status.pending_creation = None;
-    write_status(api, ctx, &gsa.name_any(), status).await?;
+    write_status(api, ctx, gsa, status).await?;
     // A grace still running is reported by the rotation that resumes after this.
     retire_replaced(gsa, api, ctx, user, status).await.map(drop)
 }
@@ -995,7 +1017,7 @@ async fn create(
     status.pending_creation = Some(PendingCreation {
         started_at: conditions::now_rfc3339(),
     });
-    write_status(api, ctx, &gsa.name_any(), status).await?;
+    write_status(api, ctx, gsa, status).await?;
 
     let created = match ctx
         .gebeta
@@ -1042,7 +1064,7 @@ async fn create(
     status.token_secret_name = Some(secret_name.clone());
     status.adopted = false;
     status.pending_creation = None;
-    write_status(api, ctx, &gsa.name_any(), status).await?;
+    write_status(api, ctx, gsa, status).await?;
     ctx.event(
         &object_ref(gsa),
         EventType::Normal,
@@ -1278,7 +1300,7 @@ async fn retire_replaced(
         if status.retiring.is_empty() {
             status.retire_after = None;
         }
-        write_status(api, ctx, &gsa.name_any(), status).await?;
+        write_status(api, ctx, gsa, status).await?;
     }
     Ok(None)
 }
@@ -1467,7 +1489,7 @@ async fn cleanup(
                     message.clone(),
                 )
                 .await;
-                write_status(api, ctx, &gsa.name_any(), &new_status).await?;
+                write_status(api, ctx, gsa, &new_status).await?;
             }
             Err(Error::Cleanup(message))
         }
