@@ -11,6 +11,15 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// jemalloc's options, read at its start (the symbol carries the crate's `_rjem_` prefix).
+// A background thread returns freed pages to the system on its own schedule: without it
+// jemalloc purges only while allocating, so an operator gone quiet after a burst (apply,
+// a refresh wave) keeps the burst's pages resident. Pages freed for a second go back
+// (`dirty_decay_ms`), not the default ten. `_RJEM_MALLOC_CONF` still overrides this.
+#[cfg(not(target_env = "msvc"))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 use clap::Parser as _;
 use gebeta_operator::runtime::{self, Args, Operator};
 
