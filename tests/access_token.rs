@@ -853,6 +853,10 @@ async fn service_account_source_is_used_once_ready() {
         "serverToken": {"secretKeyRef": {"name": INPUTS, "key": "server"}},
         "secretName": "maps-token",
     });
+    let offset = support::control_plane()
+        .audit_log()
+        .expect("audit log")
+        .end();
     f.create("maps", spec).await;
     let s = f.wait_status("maps", "SourceNotReady", |_| true).await;
     assert!(
@@ -872,6 +876,17 @@ async fn service_account_source_is_used_once_ready() {
         ready(s).is_some_and(|c| c.message.contains("is not Ready"))
     })
     .await;
+    // Waiting for a source, the object has nothing to write and reads none of its Secrets
+    // (the audit log is written before each answer, so these reads would be in it by now).
+    let (reads, _) = operator_requests(&f, offset);
+    let own: Vec<_> = reads
+        .iter()
+        .filter(|r| r.contains("maps-token") || r.contains("maps-gebeta-refresh"))
+        .collect();
+    assert!(
+        own.is_empty(),
+        "reads while waiting for the source: {own:?}"
+    );
     // What the service-account controller would do: the token Secret, then a Ready status.
     f.put_secret("web-secret", &[("token", &client)]).await;
     let status = json!({"status": {"tokenSecretName": "web-secret", "conditions": [{
