@@ -767,17 +767,8 @@ async fn sync(
                     )
                 });
                 create(gsa, api, ctx, &user, status).await?;
-                ctx.event(
-                    &object_ref(gsa),
-                    EventType::Normal,
-                    reason::ROTATED,
-                    "Rotate",
-                    format!(
-                        "created account {} with a new token; retiring account {current}",
-                        status.account_id.as_deref().unwrap_or_default()
-                    ),
-                )
-                .await;
+                let new = status.account_id.as_deref().unwrap_or_default();
+                publish_rotated(gsa, ctx, new, &current).await;
             }
         }
         waiting = retire_replaced(gsa, api, ctx, &user, status).await?;
@@ -889,6 +880,18 @@ async fn sync(
     Ok(waiting)
 }
 
+async fn publish_rotated(gsa: &GebetaServiceAccount, ctx: &Context, new: &str, old: &str) {
+    let note = format!("created account {new} with a new token; retiring account {old}");
+    ctx.event(
+        &object_ref(gsa),
+        EventType::Normal,
+        reason::ROTATED,
+        "Rotate",
+        note,
+    )
+    .await;
+}
+
 /// After a crash between the create call and recording its result: keep the account whose
 /// token reached the Secret, delete every other account carrying this object's marker.
 async fn recover_pending_creation(
@@ -952,17 +955,7 @@ async fn recover_pending_creation(
         .await;
         // The interrupted creation was a rotation's: its event was never published.
         if let Some(old) = previous.as_ref().filter(|old| **old != account.id) {
-            ctx.event(
-                &object_ref(gsa),
-                EventType::Normal,
-                reason::ROTATED,
-                "Rotate",
-                format!(
-                    "created account {} with a new token; retiring account {old}",
-                    account.id
-                ),
-            )
-            .await;
+            publish_rotated(gsa, ctx, &account.id, old).await;
         }
     }
     // A rotation that got as far as storing the new token: the old account goes the way of
