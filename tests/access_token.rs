@@ -909,6 +909,25 @@ async fn service_account_source_is_used_once_ready() {
     assert_eq!(route_status(&f.route_url(), &second).await, 200);
 }
 
+/// A new object reads its inputs once: one GET of a Secret that holds both tokens, and none
+/// of its own Secrets beyond the one look for a foreign Secret in the way.
+#[tokio::test]
+async fn a_new_object_reads_a_secret_named_twice_once() {
+    let mut f = Fixture::new("gat-reads", 60, false).await;
+    f.start();
+    let offset = support::control_plane()
+        .audit_log()
+        .expect("audit log")
+        .end();
+    f.create("maps", Fixture::spec("maps-token")).await;
+    f.wait_ready("maps").await;
+    let (reads, _) = operator_requests(&f, offset);
+    let count = |what: &str| reads.iter().filter(|r| *r == what).count();
+    assert_eq!(count(&format!("secrets {INPUTS} get")), 1, "{reads:?}");
+    assert!(count("secrets maps-token get") <= 1, "{reads:?}");
+    assert!(count("secrets maps-gebeta-refresh get") <= 1, "{reads:?}");
+}
+
 /// A fake API answering every auth and refresh with `{"accessToken": <current value>}`.
 async fn fake_upstream(access_token: Arc<Mutex<String>>) -> String {
     use axum::{Json, Router, extract::State, routing::post};

@@ -178,6 +178,54 @@ struct CachedInputs {
     accounts: Vec<String>,
 }
 
+/// The input token at `place`, from the Secret found there (`None`: there is none).
+fn read_input(
+    place: &InputPlace,
+    found: Option<&Secret>,
+) -> Result<(Token, Option<String>), Problem> {
+    let InputPlace {
+        which,
+        secret: name,
+        key,
+        account,
+    } = place;
+    let Some(account) = account else {
+        let Some(s) = found else {
+            return Err(Problem::new(
+                reason::SECRET_NOT_FOUND,
+                format!("Secret {name} ({which}) not found"),
+            ));
+        };
+        return secret::read_input_token(s, key)
+            .map(|t| (t, None))
+            .map_err(|p| {
+                let (reason, what) = match p {
+                    secret::ValueProblem::Missing => (reason::SECRET_KEY_NOT_FOUND, "has no key"),
+                    secret::ValueProblem::Empty => {
+                        (reason::INVALID_SECRET, "has an empty value at key")
+                    }
+                    secret::ValueProblem::Malformed => {
+                        (reason::INVALID_SECRET, "has no valid token at key")
+                    }
+                };
+                Problem::new(reason, format!("Secret {name} ({which}) {what} {key}"))
+            });
+    };
+    let not_ready = |why: String| Err(Problem::new(reason::SOURCE_NOT_READY, why));
+    let Some(s) = found else {
+        return not_ready(format!(
+            "token Secret {name} of GebetaServiceAccount {account} ({which}) not found"
+        ));
+    };
+    match secret::read_input_token(s, key) {
+        Ok(token) => Ok((token, s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned())),
+        Err(_) => not_ready(format!(
+            "token Secret {name} of GebetaServiceAccount {account} ({which}) has no usable key \
+             token"
+        )),
+    }
+}
+
 /// Where one input token is read from (see [`Reconcile::input_place`]).
 struct InputPlace {
     /// "client token" or "server token", for messages.
@@ -972,20 +1020,34 @@ impl<'a> Reconcile<'a> {
         refs.secrets
             .extend(places.iter().flatten().map(|p| p.secret.clone()));
         self.shared.index.set(&self.ns, &self.name, refs.clone());
-        // Both reads at once: in a fresh process the first due refresh of every object waits
-        // for them, and under load each round trip is a large part of its margin.
-        let [client, server] = places;
-        let reading = self.shared.reads.acquire(self.deadline).await;
-        let (client, server) = futures::try_join!(self.input(client), self.input(server))?;
-        drop(reading);
         let mut accounts = Vec::new();
-        let value = client.and_then(|(client, client_account)| {
-            server.map(|(server, server_account)| {
-                accounts.extend(client_account);
-                accounts.extend(server_account);
-                (client, server)
-            })
-        });
+        let value = match places {
+            // Nothing is read while a source is not ready: the first problem is the answer.
+            [Err(problem), _] | [_, Err(problem)] => Err(problem),
+            [Ok(client), Ok(server)] => {
+                // Both reads at once (one when both name the same Secret): in a fresh process
+                // the first due refresh of every object waits for them, and under load each
+                // round trip is a large part of its margin.
+                let reading = self.shared.reads.acquire(self.deadline).await;
+                let (client_secret, server_secret) = if client.secret == server.secret {
+                    let found = self.secrets.get_opt(&client.secret).await?;
+                    (found.clone(), found)
+                } else {
+                    futures::try_join!(
+                        self.secrets.get_opt(&client.secret),
+                        self.secrets.get_opt(&server.secret)
+                    )?
+                };
+                drop(reading);
+                read_input(&client, client_secret.as_ref()).and_then(|(client, client_account)| {
+                    read_input(&server, server_secret.as_ref()).map(|(server, server_account)| {
+                        accounts.extend(client_account);
+                        accounts.extend(server_account);
+                        (client, server)
+                    })
+                })
+            }
+        };
         self.state.inputs = Some(CachedInputs {
             epoch,
             generation,
@@ -1050,63 +1112,6 @@ impl<'a> Reconcile<'a> {
             key: "token".into(),
             account: Some(account.name.clone()),
         })
-    }
-
-    async fn input(
-        &self,
-        place: Result<InputPlace, Problem>,
-    ) -> Result<Result<(Token, Option<String>), Problem>, Error> {
-        let place = match place {
-            Ok(place) => place,
-            Err(problem) => return Ok(Err(problem)),
-        };
-        let InputPlace {
-            which,
-            secret: name,
-            key,
-            account,
-        } = &place;
-        let found = self.secrets.get_opt(name).await?;
-        let Some(account) = account else {
-            let Some(s) = found else {
-                return Ok(Err(Problem::new(
-                    reason::SECRET_NOT_FOUND,
-                    format!("Secret {name} ({which}) not found"),
-                )));
-            };
-            return Ok(secret::read_input_token(&s, key)
-                .map(|t| (t, None))
-                .map_err(|p| {
-                    let (reason, what) = match p {
-                        secret::ValueProblem::Missing => {
-                            (reason::SECRET_KEY_NOT_FOUND, "has no key")
-                        }
-                        secret::ValueProblem::Empty => {
-                            (reason::INVALID_SECRET, "has an empty value at key")
-                        }
-                        secret::ValueProblem::Malformed => {
-                            (reason::INVALID_SECRET, "has no valid token at key")
-                        }
-                    };
-                    Problem::new(reason, format!("Secret {name} ({which}) {what} {key}"))
-                }));
-        };
-        let not_ready = |why: String| Ok(Err(Problem::new(reason::SOURCE_NOT_READY, why)));
-        let Some(s) = found else {
-            return not_ready(format!(
-                "token Secret {name} of GebetaServiceAccount {account} ({which}) not found"
-            ));
-        };
-        match secret::read_input_token(&s, key) {
-            Ok(token) => Ok(Ok((
-                token,
-                s.annotations().get(ACCOUNT_ID_ANNOTATION).cloned(),
-            ))),
-            Err(_) => not_ready(format!(
-                "token Secret {name} of GebetaServiceAccount {account} ({which}) has no usable \
-                 key token"
-            )),
-        }
     }
 
     /// Calls the API and stores what it answered (see [`Self::store`]).
