@@ -186,6 +186,12 @@ impl Default for Metrics {
                 controller,
                 result: "ok".into(),
             });
+            // Also the latency histogram: without it the family is missing from /metrics
+            // until a reconcile has finished, and a scrape in between looks like a broken
+            // exporter (the admin-server test caught one under load).
+            let _ = metrics
+                .reconcile_duration
+                .get_or_create(&ControllerLabels { controller });
         }
         for reason in reason::CALL_FAILURES
             .into_iter()
@@ -309,6 +315,18 @@ impl RequestObserver for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_family_is_exported_before_the_first_event() {
+        let text = Metrics::new().encode();
+        for series in [
+            r#"gebeta_operator_reconciles_total{controller="access_token",result="ok"} 0"#,
+            r#"gebeta_operator_reconcile_duration_seconds_count{controller="access_token"} 0"#,
+            r#"gebeta_operator_reconcile_duration_seconds_count{controller="service_account"} 0"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in:\n{text}");
+        }
+    }
 
     #[test]
     fn exports_the_documented_series() {
