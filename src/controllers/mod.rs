@@ -4,6 +4,7 @@
 pub mod access_token;
 pub mod backoff;
 pub mod conditions;
+pub mod events;
 pub mod own_writes;
 pub mod reason;
 pub mod service_account;
@@ -17,7 +18,7 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType, Reporter},
         reflector,
         watcher::{self, watcher},
     },
@@ -128,7 +129,7 @@ pub struct Context {
     pub kube: Client,
     pub gebeta: GebetaClient,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub recorder: events::EventPublisher,
     pub settings: Settings,
     /// Status versions this process wrote, to skip stale copies from the watch cache.
     pub own_writes: own_writes::OwnWrites,
@@ -145,7 +146,7 @@ impl Context {
             controller: MANAGED_BY.into(),
             instance: Some(settings.instance.clone()),
         };
-        let recorder = Recorder::new(kube.clone(), reporter);
+        let recorder = events::EventPublisher::new(kube.clone(), reporter);
         Arc::new(Context {
             kube,
             gebeta,
@@ -221,9 +222,16 @@ impl Context {
     }
 }
 
-/// A controller whose cache keeps its objects without `metadata.managedFields`: nothing here
-/// reads them, and they are a large part of each cached object (the fields every manager
-/// owns), so at tens of thousands of objects leaving them out saves real memory.
+/// Annotations under this prefix are the operator's API (read by the controllers); the others
+/// and all labels are only digested in cached objects (see [`trim_metadata`]).
+pub const ANNOTATION_PREFIX: &str = "gebeta.app/";
+/// Stands in a cached object for the annotations left out: a digest of them, so that any
+/// change a user makes still changes the object as the controllers see it (an annotation
+/// nudge ends a service account's backoff). A key with a space is not a valid annotation key,
+/// so no real annotation can clash with it.
+pub const OTHER_ANNOTATIONS_DIGEST: &str = "gebeta.app/ digest of other annotations";
+
+/// A controller whose cache keeps its objects trimmed by [`trim_metadata`].
 pub fn lean_controller<K>(api: kube::Api<K>, config: watcher::Config) -> Controller<K>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -231,10 +239,39 @@ where
 {
     let (reader, writer) = reflector::store();
     let objects = watcher(api, config)
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None)
+        .modify(|obj: &mut K| trim_metadata(obj.meta_mut()))
         .reflect(writer)
         .applied_objects();
     Controller::for_stream(objects, reader)
+}
+
+/// Leaves out of a cached object what no controller reads: `managedFields` (the fields every
+/// manager owns), labels (selection happens in the API server) and annotations other than the
+/// operator's, which are replaced by their digest. At tens of thousands of objects these are a
+/// large part of the cache (labels alone: a 560-byte tree node per object; a GitOps tool's
+/// `last-applied-configuration` annotation: the whole object again).
+pub fn trim_metadata(meta: &mut ObjectMeta) {
+    use std::hash::{Hash, Hasher};
+    meta.managed_fields = None;
+    meta.labels = None;
+    let Some(annotations) = meta.annotations.take() else {
+        return;
+    };
+    let (mut kept, others): (
+        std::collections::BTreeMap<_, _>,
+        std::collections::BTreeMap<_, _>,
+    ) = annotations
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(ANNOTATION_PREFIX));
+    if !others.is_empty() {
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        others.hash(&mut digest);
+        kept.insert(
+            OTHER_ANNOTATIONS_DIGEST.into(),
+            format!("{:016x}", digest.finish()),
+        );
+    }
+    meta.annotations = (!kept.is_empty()).then_some(kept);
 }
 
 /// Which objects a controller watches: all namespaces (empty list) or the listed ones, and
@@ -413,4 +450,61 @@ pub async fn run_all(
         access_token::run(ctx.clone(), scope.clone(), shutdown.clone(), readiness),
         upstream_audit::run(ctx, scope, shutdown),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn meta(annotations: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("acct".into()),
+            labels: Some(BTreeMap::from([("team".into(), "maps".into())])),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            finalizers: Some(vec!["gebeta.app/cleanup".into()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn trimmed(annotations: &[(&str, &str)]) -> ObjectMeta {
+        let mut m = meta(annotations);
+        trim_metadata(&mut m);
+        m
+    }
+
+    #[test]
+    fn trimmed_objects_keep_the_operators_annotations_and_a_digest_of_the_rest() {
+        let m = trimmed(&[
+            ("gebeta.app/rotate", "1"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{...}"),
+        ]);
+        assert_eq!(m.labels, None);
+        assert_eq!(m.finalizers, meta(&[]).finalizers, "finalizers are read");
+        let a = m.annotations.unwrap();
+        assert_eq!(a.get("gebeta.app/rotate").map(String::as_str), Some("1"));
+        assert!(a.contains_key(OTHER_ANNOTATIONS_DIGEST));
+        assert_eq!(a.len(), 2);
+        // Only the operator's: no digest; none at all: none.
+        let ours = trimmed(&[("gebeta.app/refresh", "x")]).annotations.unwrap();
+        assert_eq!(ours.keys().collect::<Vec<_>>(), ["gebeta.app/refresh"]);
+        assert_eq!(trimmed(&[]).annotations, None);
+    }
+
+    #[test]
+    fn any_change_to_other_annotations_changes_the_digest() {
+        let digest =
+            |a: &[(&str, &str)]| trimmed(a).annotations.unwrap()[OTHER_ANNOTATIONS_DIGEST].clone();
+        let base = digest(&[("nudge", "1")]);
+        assert_eq!(base, digest(&[("nudge", "1"), ("gebeta.app/rotate", "1")]));
+        assert_ne!(base, digest(&[("nudge", "2")]));
+        assert_ne!(base, digest(&[("nudge2", "1")]));
+        assert_ne!(base, digest(&[("nudge", "1"), ("other", "")]));
+    }
 }

@@ -12,7 +12,7 @@
 //! still `e`, so a refresh reads no input Secret from the API server.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::RwLock,
 };
 
@@ -25,8 +25,51 @@ type Key = (String, String);
 /// What one object depends on (names in its namespace).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Refs {
-    pub secrets: BTreeSet<String>,
-    pub accounts: BTreeSet<String>,
+    pub secrets: Names,
+    pub accounts: Names,
+}
+
+/// A few names (an object depends on one to five), sorted and without repeats, in one small
+/// allocation. Every object keeps two `Refs` (here and with its remembered inputs); as
+/// `BTreeSet`s each set cost a 280-byte tree node even for one name (13 MiB at 10,000
+/// objects, measured with jemalloc's size-class statistics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names(Vec<String>);
+
+impl Names {
+    pub fn insert(&mut self, name: String) {
+        if let Err(at) = self.0.binary_search(&name) {
+            self.0.insert(at, name);
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
+
+impl Extend<String> for Names {
+    fn extend<I: IntoIterator<Item = String>>(&mut self, names: I) {
+        names.into_iter().for_each(|n| self.insert(n));
+    }
+}
+
+impl IntoIterator for Names {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Names {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 impl Refs {
@@ -225,6 +268,8 @@ impl RefIndex {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::crd::{
         GebetaAccessTokenSpec, LocalObjectReference, SecretKeySelector, access_token::TokenSource,
@@ -236,6 +281,17 @@ mod tests {
 
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn names_are_a_sorted_set() {
+        let mut names = Names::default();
+        names.extend(["b", "a", "c", "a", "b"].map(String::from));
+        names.insert("0".into());
+        assert_eq!(names.iter().collect::<Vec<_>>(), ["0", "a", "b", "c"]);
+        let mut other = Names::default();
+        other.extend(["c", "0", "b", "a"].map(String::from));
+        assert_eq!(names, other, "equal whatever the insertion order");
     }
 
     fn gat(name: &str, client_secret: &str, account: &str) -> GebetaAccessToken {
