@@ -706,7 +706,7 @@ impl<'a> Reconcile<'a> {
         self.shared.index.set(&self.ns, &self.name, refs);
         let now = Timestamp::now();
         let prev = obj.status.clone().unwrap_or_default();
-        let Some(mut fetched) = self.fetch(&obj).await? else {
+        let Some(mut fetched) = Box::pin(self.fetch(&obj)).await? else {
             return Ok(Action::requeue(STALE_RECHECK));
         };
         self.deadline = fetched
@@ -727,8 +727,7 @@ impl<'a> Reconcile<'a> {
         let acted = if blocked || spec.suspended {
             Acted::default()
         } else {
-            self.act(&obj, now, &mut fetched, request.clone(), manual_request)
-                .await?
+            Box::pin(self.act(&obj, now, &mut fetched, request.clone(), manual_request)).await?
         };
         if let Some(t) = fetched.times {
             self.ctx()
@@ -747,14 +746,14 @@ impl<'a> Reconcile<'a> {
         {
             let mut current = fetched.target.clone();
             let desired = secret::target_secret(&obj, token, &t);
-            self.apply_secret(desired, &mut current).await?;
+            Box::pin(self.apply_secret(desired, &mut current)).await?;
         }
 
         // Rollout restarts for a new token.
         let restart_skipped = if blocked {
             Vec::new()
         } else {
-            self.restart_targets(&obj).await
+            Box::pin(self.restart_targets(&obj)).await
         };
 
         // Report: status, events, next look.
@@ -791,12 +790,9 @@ impl<'a> Reconcile<'a> {
                 .unwrap_or_default(),
         });
         if report.status != prev {
-            self.write_status(obj.resource_version(), &report.status)
-                .await?;
+            Box::pin(self.write_status(obj.resource_version(), &report.status)).await?;
         }
-        self.ctx()
-            .publish(&obj.object_ref(&()), report.events)
-            .await;
+        Box::pin(self.ctx().publish(&obj.object_ref(&()), report.events)).await;
         let after =
             Duration::try_from(Timestamp::now().duration_until(report.wake_at)).unwrap_or_default();
         Ok(Action::requeue(after.max(Duration::from_millis(50))))
@@ -881,7 +877,7 @@ impl<'a> Reconcile<'a> {
     ) -> Result<Acted, Error> {
         let spec = &obj.spec;
         let uid = self.state.uid.clone();
-        let inputs = self.inputs(obj).await?;
+        let inputs = Box::pin(self.inputs(obj)).await?;
         let fingerprint = inputs
             .as_ref()
             .ok()
@@ -918,9 +914,9 @@ impl<'a> Reconcile<'a> {
                 self.work().await;
                 let ours = |s: Option<Secret>| s.filter(|s| secret::is_ours(&s.metadata, &uid));
                 let refresh_name = secret::refresh_secret_name(&self.name);
-                let target = ours(self.secrets.get_opt(&spec.secret_name).await?);
-                fetched.refresh = ours(self.secrets.get_opt(&refresh_name).await?);
-                self.store(obj, u, &mut fetched.refresh, target.as_ref())
+                let target = ours(Box::pin(self.secrets.get_opt(&spec.secret_name)).await?);
+                fetched.refresh = ours(Box::pin(self.secrets.get_opt(&refresh_name)).await?);
+                Box::pin(self.store(obj, u, &mut fetched.refresh, target.as_ref()))
                     .await?
                     .map(Exchange::Issued)
             }
@@ -929,7 +925,7 @@ impl<'a> Reconcile<'a> {
                 self.work().await;
                 let session = fetched.session.clone();
                 Some(
-                    self.exchange(
+                    Box::pin(self.exchange(
                         obj,
                         call,
                         inputs.as_ref().ok(),
@@ -937,7 +933,7 @@ impl<'a> Reconcile<'a> {
                         &session,
                         &mut fetched.refresh,
                         fetched.target.as_ref(),
-                    )
+                    ))
                     .await?,
                 )
             }
@@ -1030,13 +1026,14 @@ impl<'a> Reconcile<'a> {
                 // round trip is a large part of its margin.
                 let reading = self.shared.reads.acquire(self.deadline).await;
                 let (client_secret, server_secret) = if client.secret == server.secret {
-                    let found = self.secrets.get_opt(&client.secret).await?;
+                    let found = Box::pin(self.secrets.get_opt(&client.secret)).await?;
                     (found.clone(), found)
                 } else {
-                    futures::try_join!(
+                    Box::pin(futures::future::try_join(
                         self.secrets.get_opt(&client.secret),
-                        self.secrets.get_opt(&server.secret)
-                    )?
+                        self.secrets.get_opt(&server.secret),
+                    ))
+                    .await?
                 };
                 drop(reading);
                 read_input(&client, client_secret.as_ref()).and_then(|(client, client_account)| {
@@ -1253,15 +1250,15 @@ impl<'a> Reconcile<'a> {
     ) -> Result<Option<TokenTimes>, Error> {
         self.state.unwritten = Some(answer.clone());
         if answer.session.refresh_token.is_some() || refresh.is_some() {
-            self.apply_secret(secret::refresh_secret(obj, &answer.session), refresh)
+            Box::pin(self.apply_secret(secret::refresh_secret(obj, &answer.session), refresh))
                 .await?;
         }
         if let Some((token, times)) = &answer.token {
             let mut current = target.cloned();
-            self.apply_secret(
+            Box::pin(self.apply_secret(
                 secret::target_secret(obj, token.expose(), times),
                 &mut current,
-            )
+            ))
             .await?;
         }
         self.state.unwritten = None;
@@ -1291,14 +1288,12 @@ impl<'a> Reconcile<'a> {
             }
         }
         self.work().await;
-        let written = self
-            .secrets
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await?;
+        let written = Box::pin(self.secrets.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        ))
+        .await?;
         self.state.written.insert(
             name,
             Written {
@@ -1317,10 +1312,12 @@ impl<'a> Reconcile<'a> {
         status: &GebetaAccessTokenStatus,
     ) -> Result<(), Error> {
         self.work().await;
-        self.shared
-            .ctx
-            .write_status(&self.api, &self.name, before.as_deref(), status)
-            .await?;
+        Box::pin(
+            self.shared
+                .ctx
+                .write_status(&self.api, &self.name, before.as_deref(), status),
+        )
+        .await?;
         Ok(())
     }
 
