@@ -68,8 +68,11 @@ fn write_plots(report: &Report, dir: &Path, json: &Path) {
             }
             if !written.skipped.is_empty() {
                 let names: Vec<&str> = written.skipped.iter().map(|p| p.suffix()).collect();
+                // Margins exist only for scheduled refreshes (`--lifetimes` > 0); reports
+                // written before a series was added have none either.
                 println!(
-                    "no data for the {} plot(s): the report predates those series",
+                    "no data for the {} plot(s): the run recorded none (margins need \
+                     scheduled refreshes, --lifetimes > 0) or the report predates them",
                     names.join(", ")
                 );
             }
