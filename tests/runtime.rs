@@ -1,7 +1,8 @@
 //! The real `gebeta-operator` binary as a child process against the test control plane and an
 //! in-process Gebeta simulator: admin endpoints, leader election, lease loss, SIGTERM, bad
 //! flags. Every child is killed when its guard drops (also on a panic) and by a small reaper
-//! if this test binary itself dies.
+//! if this test binary itself dies. Also the operator's event publisher, in-process, against
+//! the same API server.
 
 mod support;
 
@@ -830,4 +831,84 @@ async fn upstream_audit_exports_counts_by_class_once_per_interval() {
         after - before
     );
     assert!(op.log().contains("upstream audit"), "{}", op.log());
+}
+
+/// The operator's event publisher against the real API server: a repeat within the series
+/// window patches the first event's `series` instead of creating another; a repeat of an event
+/// that was deleted meanwhile creates a new one; another reason is another event.
+#[tokio::test]
+async fn repeated_events_become_one_series() {
+    use gebeta_operator::controllers::events::EventPublisher;
+    use k8s_openapi::api::{core::v1::ObjectReference, events::v1::Event as K8sEvent};
+    use kube::runtime::events::{Event, EventType, Reporter};
+
+    let client = support::client();
+    let ns = support::namespace(&client, "events").await;
+    let publisher = EventPublisher::new(
+        client.clone(),
+        Reporter {
+            controller: "gebeta-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let regarding = ObjectReference {
+        api_version: Some("gebeta.app/v1alpha1".into()),
+        kind: Some("GebetaAccessToken".into()),
+        namespace: Some(ns.clone()),
+        name: Some("maps".into()),
+        uid: Some("7b1e5a8e-0000-4000-8000-000000000001".into()),
+        ..ObjectReference::default()
+    };
+    let event = |reason: &str, note: &str| Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Write".into(),
+        secondary: None,
+    };
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
+    let of_reason = |all: Vec<K8sEvent>, reason: &str| -> Vec<K8sEvent> {
+        all.into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    };
+    for note in ["first", "second", "third"] {
+        publisher
+            .publish(&event("SecretWriteFailed", note), &regarding)
+            .await
+            .unwrap();
+    }
+    let listed = events.list(&Default::default()).await.unwrap().items;
+    let failed = of_reason(listed, "SecretWriteFailed");
+    assert_eq!(failed.len(), 1, "one event for three publishes: {failed:?}");
+    assert_eq!(failed[0].series.as_ref().map(|s| s.count), Some(3));
+    assert_eq!(
+        failed[0].note.as_deref(),
+        Some("first"),
+        "a series keeps its first note"
+    );
+
+    publisher
+        .publish(&event("SecretConflict", "x"), &regarding)
+        .await
+        .unwrap();
+    events
+        .delete(
+            failed[0].metadata.name.as_deref().unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    publisher
+        .publish(&event("SecretWriteFailed", "after the delete"), &regarding)
+        .await
+        .unwrap();
+    let listed = events.list(&Default::default()).await.unwrap().items;
+    let failed = of_reason(listed.clone(), "SecretWriteFailed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].note.as_deref(), Some("after the delete"));
+    assert_eq!(failed[0].series, None);
+    let conflict = of_reason(listed, "SecretConflict");
+    assert_eq!(conflict.len(), 1);
+    assert_eq!(conflict[0].series, None);
 }
