@@ -675,6 +675,10 @@ impl<'a> Reconcile<'a> {
         Ok(copy)
     }
 
+    /// The steps and Kubernetes calls here are boxed at their awaits (`Box::pin`): a future is
+    /// as large as its largest await, and every object can have a reconcile parked at a gate
+    /// (10,000 after a restart), so inline they made each ~10 KiB; boxed, a parked one holds
+    /// only the frames on its path (measured 7,128 -> 2,440 bytes for this one).
     async fn reconcile(&mut self, obj: Arc<GebetaAccessToken>) -> Result<Action, Error> {
         if !self.caches_synced().await {
             return Ok(Action::requeue(CACHE_RECHECK));
