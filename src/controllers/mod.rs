@@ -1,5 +1,5 @@
 //! The controllers and what they share: one [`Context`] with the Kubernetes client, the Gebeta
-//! client, metrics, the event recorder and settings.
+//! client, metrics, the event publisher and settings.
 
 pub mod access_token;
 pub mod backoff;
@@ -25,7 +25,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{gebeta::GebetaClient, metrics::Metrics};
+use crate::{crd::metadata::OPERATOR_DOMAIN, gebeta::GebetaClient, metrics::Metrics};
 
 /// Field manager of every write the operator makes (server-side apply and status patches).
 pub const FIELD_MANAGER: &str = "gebeta-operator";
@@ -129,7 +129,7 @@ pub struct Context {
     pub kube: Client,
     pub gebeta: GebetaClient,
     pub metrics: Arc<Metrics>,
-    pub recorder: events::EventPublisher,
+    pub events: events::EventPublisher,
     pub settings: Settings,
     /// Status versions this process wrote, to skip stale copies from the watch cache.
     pub own_writes: own_writes::OwnWrites,
@@ -146,12 +146,12 @@ impl Context {
             controller: MANAGED_BY.into(),
             instance: Some(settings.instance.clone()),
         };
-        let recorder = events::EventPublisher::new(kube.clone(), reporter);
+        let events = events::EventPublisher::new(kube.clone(), reporter);
         Arc::new(Context {
             kube,
             gebeta,
             metrics,
-            recorder,
+            events,
             settings,
             own_writes: own_writes::OwnWrites::default(),
         })
@@ -216,15 +216,12 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, regarding).await {
+        if let Err(err) = self.events.publish(&event, regarding).await {
             tracing::warn!(%err, reason, "could not publish event");
         }
     }
 }
 
-/// Annotations under this prefix are the operator's API (read by the controllers); the others
-/// and all labels are only digested in cached objects (see [`trim_metadata`]).
-pub const ANNOTATION_PREFIX: &str = "gebeta.app/";
 /// Stands in a cached object for the annotations left out: a digest of them, so that any
 /// change a user makes still changes the object as the controllers see it (an annotation
 /// nudge ends a service account's backoff). A key with a space is not a valid annotation key,
@@ -247,7 +244,8 @@ where
 
 /// Leaves out of a cached object what no controller reads: `managedFields` (the fields every
 /// manager owns), labels (selection happens in the API server) and annotations other than the
-/// operator's, which are replaced by their digest. At tens of thousands of objects these are a
+/// operator's (under [`OPERATOR_DOMAIN`], the ones the controllers read), which are replaced by
+/// their digest. At tens of thousands of objects these are a
 /// large part of the cache (labels alone: a 560-byte tree node per object; a GitOps tool's
 /// `last-applied-configuration` annotation: the whole object again).
 pub fn trim_metadata(meta: &mut ObjectMeta) {
@@ -262,7 +260,7 @@ pub fn trim_metadata(meta: &mut ObjectMeta) {
         std::collections::BTreeMap<_, _>,
     ) = annotations
         .into_iter()
-        .partition(|(k, _)| k.starts_with(ANNOTATION_PREFIX));
+        .partition(|(k, _)| k.split_once('/').is_some_and(|(p, _)| p == OPERATOR_DOMAIN));
     if !others.is_empty() {
         let mut digest = std::collections::hash_map::DefaultHasher::new();
         others.hash(&mut digest);
