@@ -171,6 +171,7 @@ struct CachedInputs {
     /// The index's input epoch and the object's generation when they were read.
     epoch: u64,
     generation: Option<i64>,
+    read_at: std::time::Instant,
     /// Everything the object depends on, as recorded when they were read.
     refs: Refs,
     value: Result<(Token, Token), Problem>,
@@ -374,24 +375,23 @@ pub async fn run(
         .zip(scope.apis::<GebetaServiceAccount>(&client))
         .zip(namespaces)
     {
-        let owned_events = owned
-            .clone()
-            .reflect(
-                namespace,
-                watcher(
-                    owned_api,
-                    watcher::Config::default()
-                        .labels(&owned_selector)
-                        .any_semantic(),
-                ),
-                vec![readiness.register(), caches_ready.register()],
-            )
-            .touched_objects();
+        let owned_events = owned.clone().reflect(
+            namespace,
+            watcher(
+                owned_api,
+                watcher::Config::default()
+                    .labels(&owned_selector)
+                    .any_semantic(),
+            ),
+            vec![readiness.register(), caches_ready.register()],
+        );
         let (accounts, writer) = reflector::store();
-        let account_events = watcher(accounts_api, watcher::Config::default().any_semantic())
-            .modify(keep_what_inputs_read)
-            .reflect(writer)
-            .touched_objects();
+        let account_events = super::relist::settled_touched(
+            watcher(accounts_api, watcher::Config::default().any_semantic())
+                .modify(keep_what_inputs_read)
+                .reflect(writer),
+            accounts.clone(),
+        );
         for r in [&readiness, &caches_ready] {
             r.track(accounts.clone());
         }
@@ -1008,6 +1008,9 @@ impl<'a> Reconcile<'a> {
         if let Some(cached) = &self.state.inputs
             && cached.epoch == epoch
             && cached.generation == generation
+            // A problem is looked at again at the blocked object's recheck: it may have been
+            // fixed by a change whose event never came (a watch that was down).
+            && (cached.value.is_ok() || cached.read_at.elapsed() < BLOCKED_RECHECK / 2)
         {
             return Ok(cached.value.clone());
         }
@@ -1052,6 +1055,7 @@ impl<'a> Reconcile<'a> {
         self.state.inputs = Some(CachedInputs {
             epoch,
             generation,
+            read_at: std::time::Instant::now(),
             refs,
             value: value.clone(),
             accounts,

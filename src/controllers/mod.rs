@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod events;
 pub mod own_writes;
 pub mod reason;
+pub mod relist;
 pub mod service_account;
 pub mod upstream_audit;
 
@@ -228,18 +229,31 @@ impl Context {
 /// so no real annotation can clash with it.
 pub const OTHER_ANNOTATIONS_DIGEST: &str = "gebeta.app/ digest of other annotations";
 
-/// A controller whose cache keeps its objects trimmed by [`trim_metadata`].
+/// A controller whose cache keeps its objects trimmed by [`trim_metadata`] (see
+/// [`settled_controller`]).
 pub fn lean_controller<K>(api: kube::Api<K>, config: watcher::Config) -> Controller<K>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Unpin,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Unpin + Send + Sync,
+{
+    settled_controller(api, config, |obj: &mut K| trim_metadata(obj.meta_mut()))
+}
+
+/// A controller over the objects `api` lists, cached as `keep` leaves them, whose reconciles
+/// are woken only for objects its cache shows (see [`relist`]; kube's `Controller::new`
+/// wakes them during a relist, before its cache shows the new list).
+pub fn settled_controller<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    keep: impl FnMut(&mut K) + Send + 'static,
+) -> Controller<K>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Unpin + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let objects = watcher(api, config)
-        .modify(|obj: &mut K| trim_metadata(obj.meta_mut()))
-        .reflect(writer)
-        .applied_objects();
-    Controller::for_stream(objects, reader)
+    let events = watcher(api, config).modify(keep).reflect(writer);
+    Controller::for_stream(relist::settled_touched(events, reader.clone()), reader)
 }
 
 /// Leaves out of a cached object what no controller reads: `managedFields` (the fields every

@@ -136,48 +136,87 @@ impl OwnedSecrets {
         by_key.remove(&key);
     }
 
-    /// Replaces the Secrets of one watch (a namespace, or the cluster) with a new full list.
-    fn replace(&self, namespace: Option<&str>, listed: HashMap<Key, Lean>) {
+    /// Replaces the Secrets of one watch (a namespace, or the cluster) with a new full list;
+    /// returns those it dropped (as far as the cache knew them).
+    fn replace(&self, namespace: Option<&str>, listed: HashMap<Key, Lean>) -> Vec<Secret> {
         let mut by_key = self.by_key.write().unwrap_or_else(|e| e.into_inner());
-        by_key.retain(|(ns, _), _| namespace.is_some_and(|n| n != ns));
+        let gone: Vec<Key> = by_key
+            .keys()
+            .filter(|k| namespace.is_none_or(|n| n == k.0) && !listed.contains_key(*k))
+            .cloned()
+            .collect();
+        let gone = gone
+            .into_iter()
+            .filter_map(|k| by_key.remove(&k).map(|lean| lean.secret(&k)))
+            .collect();
         by_key.extend(listed);
+        gone
     }
 
-    /// Keeps the cache from one watch's events, which it passes on. A (re)list is applied
-    /// as a whole when it completes, as kube-runtime's stores do, so a Secret deleted while
-    /// the watch was down is dropped; `synced` are released at the first complete list.
-    /// `namespace` is the watch's namespace (`None`: cluster-wide).
+    /// The cached version of Secret `key`.
+    fn version(&self, key: &Key) -> Option<Option<String>> {
+        let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
+        by_key.get(key).map(|lean| lean.resource_version.clone())
+    }
+
+    /// Keeps the cache from one watch's events and passes on the Secrets they touched, for
+    /// the controller's triggers. A (re)list is applied as a whole when it completes, as
+    /// kube-runtime's stores do, and its triggers wait until then (see
+    /// [`crate::controllers::relist`]): what it changed, including Secrets deleted while the
+    /// watch was down. `synced` are released at the first complete list. `namespace` is the
+    /// watch's namespace (`None`: cluster-wide).
     pub fn reflect<S>(
         self: Arc<Self>,
         namespace: Option<String>,
         events: S,
         synced: Vec<SyncGuard>,
-    ) -> impl Stream<Item = S::Item>
+    ) -> impl Stream<Item = Result<Secret, watcher::Error>> + Send
     where
-        S: Stream<Item = Result<watcher::Event<Secret>, watcher::Error>>,
+        S: Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Send,
     {
-        let mut listing: Option<HashMap<Key, Lean>> = None;
+        let mut listing: Option<(HashMap<Key, Lean>, Vec<Key>)> = None;
         let mut synced = Some(synced);
-        events.map(move |event| {
-            match &event {
-                Ok(watcher::Event::Apply(s)) => self.apply(s.clone()),
-                Ok(watcher::Event::Delete(s)) => self.delete(s),
-                Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
-                Ok(watcher::Event::InitApply(s)) => {
-                    let (key, lean) = Lean::of(s.clone());
-                    listing.get_or_insert_default().insert(key, lean);
-                }
-                Ok(watcher::Event::InitDone) => {
-                    self.replace(namespace.as_deref(), listing.take().unwrap_or_default());
-                    synced
-                        .take()
-                        .into_iter()
-                        .flatten()
-                        .for_each(SyncGuard::synced);
-                }
-                Err(_) => {}
-            }
-            event
+        events.flat_map(move |event| {
+            let touched: Box<dyn Iterator<Item = Result<Secret, watcher::Error>> + Send> =
+                match event {
+                    Ok(watcher::Event::Apply(s)) => {
+                        self.apply(s.clone());
+                        Box::new(std::iter::once(Ok(s)))
+                    }
+                    Ok(watcher::Event::Delete(s)) => {
+                        self.delete(&s);
+                        Box::new(std::iter::once(Ok(s)))
+                    }
+                    Ok(watcher::Event::Init) => {
+                        listing = Some(Default::default());
+                        Box::new(std::iter::empty())
+                    }
+                    Ok(watcher::Event::InitApply(s)) => {
+                        let (key, lean) = Lean::of(s);
+                        let (listed, changed) = listing.get_or_insert_default();
+                        if self.version(&key) != Some(lean.resource_version.clone()) {
+                            changed.push(key.clone());
+                        }
+                        listed.insert(key, lean);
+                        Box::new(std::iter::empty())
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let (listed, changed) = listing.take().unwrap_or_default();
+                        let gone = self.replace(namespace.as_deref(), listed);
+                        synced
+                            .take()
+                            .into_iter()
+                            .flatten()
+                            .for_each(SyncGuard::synced);
+                        let cache = self.clone();
+                        let changed = changed
+                            .into_iter()
+                            .filter_map(move |(ns, name)| cache.get(&ns, &name).map(Ok));
+                        Box::new(gone.into_iter().map(Ok).chain(changed))
+                    }
+                    Err(err) => Box::new(std::iter::once(Err(err))),
+                };
+            futures::stream::iter(touched)
         })
     }
 }
@@ -193,7 +232,7 @@ mod tests {
                 name: Some(name.into()),
                 namespace: Some(ns.into()),
                 uid: Some("secret-uid".into()),
-                resource_version: Some("42".into()),
+                resource_version: Some(format!("v{token}")),
                 labels: Some(BTreeMap::from([("a".into(), "1".into())])),
                 annotations: Some(BTreeMap::from([("b".into(), "2".into())])),
                 owner_references: Some(vec![OwnerReference {
@@ -248,38 +287,61 @@ mod tests {
             event(watcher::Event::Init),
             event(watcher::Event::InitApply(owned("ns", "t", "3"))),
         ]);
-        let passed: Vec<_> = cache
+        let names = |touched: Vec<Result<Secret, watcher::Error>>| -> Vec<String> {
+            touched
+                .into_iter()
+                .map(|s| {
+                    let s = s.unwrap();
+                    format!(
+                        "{}@{}",
+                        s.metadata.name.unwrap(),
+                        s.metadata.resource_version.unwrap()
+                    )
+                })
+                .collect()
+        };
+        let touched: Vec<_> = cache
             .clone()
             .reflect(Some("ns".into()), events, vec![readiness.register()])
             .collect()
             .await;
-        assert_eq!(passed.len(), 7, "every event is passed on");
+        assert_eq!(
+            names(touched),
+            ["gone@vg", "t@v1", "t@v2"],
+            "the first list once complete, then each change; nothing of the unfinished list"
+        );
         assert!(readiness.is_ready(), "synced at the first complete list");
         // The second list has not completed: the cache still shows the watch's last state.
         let token = |s: Secret| s.data.unwrap()["token"].0.clone();
         assert_eq!(token(cache.get("ns", "t").unwrap()), b"2");
         assert!(cache.get("ns", "gone").is_some());
         let events = futures::stream::iter([event(watcher::Event::Delete(owned("ns", "t", "2")))]);
-        let _: Vec<_> = cache
+        let touched: Vec<_> = cache
             .clone()
             .reflect(Some("ns".into()), events, vec![])
             .collect()
             .await;
+        assert_eq!(names(touched), ["t@v2"]);
         assert!(cache.get("ns", "t").is_none());
-        // A completed relist drops what it did not list, in its own namespace only.
+        // A completed relist drops what it did not list, in its own namespace only, and
+        // wakes the owners of what it changed: the Secret deleted while the watch was down
+        // and the one listed at a new version, not an unchanged one.
+        cache.apply(owned("ns", "same", "s"));
         let events = futures::stream::iter([
             event(watcher::Event::Init),
             event(watcher::Event::InitApply(owned("ns", "t", "4"))),
+            event(watcher::Event::InitApply(owned("ns", "same", "s"))),
             event(watcher::Event::InitDone),
         ]);
-        let _: Vec<_> = cache
+        let touched: Vec<_> = cache
             .clone()
             .reflect(Some("ns".into()), events, vec![])
             .collect()
             .await;
+        assert_eq!(names(touched), ["gone@vg", "t@v4"]);
         assert_eq!(token(cache.get("ns", "t").unwrap()), b"4");
         assert!(cache.get("ns", "gone").is_none());
         assert!(cache.get("other", "x").is_some());
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.len(), 3);
     }
 }

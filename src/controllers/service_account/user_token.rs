@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -91,11 +91,12 @@ pub async fn run(ctx: Arc<Context>, scope: WatchScope, shutdown: CancellationTok
         let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
         let accounts: Api<GebetaServiceAccount> = scope.api_in(&ctx.kube, ns.as_deref());
         let mapper_ctx = ctx.clone();
-        Controller::new(
+        crate::controllers::settled_controller(
             secrets,
             watcher::Config::default()
                 .labels(USER_TOKEN_LABEL)
                 .any_semantic(),
+            |_: &mut Secret| {},
         )
         .watches(
             accounts,
