@@ -9,26 +9,20 @@
 //! Secret: 7.8 KiB as a kube-runtime store kept it, 3.5 KiB with our managedFields entry
 //! compacted, 1.6 KiB here. Readers get a [`Secret`] built from it.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock},
-};
+use std::collections::BTreeMap;
 
-use futures::{Stream, StreamExt};
+use super::{
+    flat_cache::{FlatCache, Kept, Key},
+    secret,
+};
 use k8s_openapi::{
     ByteString,
     api::core::v1::Secret,
     apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference},
 };
-use kube::runtime::watcher;
-
-use super::secret;
-use crate::controllers::SyncGuard;
-
-type Key = (String, String);
 
 /// What is kept of one Secret.
-struct Lean {
+pub struct Lean {
     uid: Option<String>,
     resource_version: Option<String>,
     type_: Option<String>,
@@ -104,125 +98,43 @@ impl Lean {
 }
 
 /// The owned Secrets of every watched namespace, by namespace and name.
-#[derive(Default)]
-pub struct OwnedSecrets {
-    by_key: RwLock<HashMap<Key, Lean>>,
+pub type OwnedSecrets = FlatCache<Lean>;
+
+impl Kept for Lean {
+    type Object = Secret;
+    /// The owner's trigger reads the owner references.
+    type Touched = Secret;
+
+    fn keep(obj: Secret) -> Lean {
+        Lean::of(obj).1
+    }
+
+    fn version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+
+    fn touched_by(obj: &Secret) -> Secret {
+        obj.clone()
+    }
+
+    fn touched(&self, key: &Key) -> Secret {
+        self.secret(key)
+    }
 }
 
 impl OwnedSecrets {
     pub fn get(&self, namespace: &str, name: &str) -> Option<Secret> {
-        let key = (namespace.to_string(), name.to_string());
-        let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
-        by_key.get(&key).map(|lean| lean.secret(&key))
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.by_key.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    fn apply(&self, s: Secret) {
-        let (key, lean) = Lean::of(s);
-        let mut by_key = self.by_key.write().unwrap_or_else(|e| e.into_inner());
-        by_key.insert(key, lean);
-    }
-
-    fn delete(&self, s: &Secret) {
-        let key = (
-            s.metadata.namespace.clone().unwrap_or_default(),
-            s.metadata.name.clone().unwrap_or_default(),
-        );
-        let mut by_key = self.by_key.write().unwrap_or_else(|e| e.into_inner());
-        by_key.remove(&key);
-    }
-
-    /// Replaces the Secrets of one watch (a namespace, or the cluster) with a new full list;
-    /// returns those it dropped (as far as the cache knew them).
-    fn replace(&self, namespace: Option<&str>, listed: HashMap<Key, Lean>) -> Vec<Secret> {
-        let mut by_key = self.by_key.write().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<Key> = by_key
-            .keys()
-            .filter(|k| namespace.is_none_or(|n| n == k.0) && !listed.contains_key(*k))
-            .cloned()
-            .collect();
-        let gone = gone
-            .into_iter()
-            .filter_map(|k| by_key.remove(&k).map(|lean| lean.secret(&k)))
-            .collect();
-        by_key.extend(listed);
-        gone
-    }
-
-    /// The cached version of Secret `key`.
-    fn version(&self, key: &Key) -> Option<Option<String>> {
-        let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
-        by_key.get(key).map(|lean| lean.resource_version.clone())
-    }
-
-    /// Keeps the cache from one watch's events and passes on the Secrets they touched, for
-    /// the controller's triggers. A (re)list is applied as a whole when it completes, as
-    /// kube-runtime's stores do, and its triggers wait until then (see
-    /// [`crate::controllers::relist`]): what it changed, including Secrets deleted while the
-    /// watch was down. `synced` are released at the first complete list. `namespace` is the
-    /// watch's namespace (`None`: cluster-wide).
-    pub fn reflect<S>(
-        self: Arc<Self>,
-        namespace: Option<String>,
-        events: S,
-        synced: Vec<SyncGuard>,
-    ) -> impl Stream<Item = Result<Secret, watcher::Error>> + Send
-    where
-        S: Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Send,
-    {
-        let mut listing: Option<(HashMap<Key, Lean>, Vec<Key>)> = None;
-        let mut synced = Some(synced);
-        events.flat_map(move |event| {
-            let touched: Box<dyn Iterator<Item = Result<Secret, watcher::Error>> + Send> =
-                match event {
-                    Ok(watcher::Event::Apply(s)) => {
-                        self.apply(s.clone());
-                        Box::new(std::iter::once(Ok(s)))
-                    }
-                    Ok(watcher::Event::Delete(s)) => {
-                        self.delete(&s);
-                        Box::new(std::iter::once(Ok(s)))
-                    }
-                    Ok(watcher::Event::Init) => {
-                        listing = Some(Default::default());
-                        Box::new(std::iter::empty())
-                    }
-                    Ok(watcher::Event::InitApply(s)) => {
-                        let (key, lean) = Lean::of(s);
-                        let (listed, changed) = listing.get_or_insert_default();
-                        if self.version(&key) != Some(lean.resource_version.clone()) {
-                            changed.push(key.clone());
-                        }
-                        listed.insert(key, lean);
-                        Box::new(std::iter::empty())
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let (listed, changed) = listing.take().unwrap_or_default();
-                        let gone = self.replace(namespace.as_deref(), listed);
-                        synced
-                            .take()
-                            .into_iter()
-                            .flatten()
-                            .for_each(SyncGuard::synced);
-                        let cache = self.clone();
-                        let changed = changed
-                            .into_iter()
-                            .filter_map(move |(ns, name)| cache.get(&ns, &name).map(Ok));
-                        Box::new(gone.into_iter().map(Ok).chain(changed))
-                    }
-                    Err(err) => Box::new(std::iter::once(Err(err))),
-                };
-            futures::stream::iter(touched)
-        })
+        self.read(namespace, name, |key, lean| lean.secret(key))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+
     use super::*;
     use crate::controllers::Readiness;
 
