@@ -252,7 +252,7 @@ struct ObjState {
     /// No call before this time...
     retry_at: Option<Timestamp>,
     /// ...unless the inputs (fingerprint) or the manual refresh request changed since.
-    retry_key: Option<(Option<String>, Option<String>)>,
+    retry_key: Option<Box<(Option<String>, Option<String>)>>,
     /// The last refresh timed out: it may have rotated the refresh token.
     refresh_outcome_unknown: bool,
     /// Consecutive reconciles that ended in an error.
@@ -261,9 +261,13 @@ struct ObjState {
     expires_at: Option<Timestamp>,
     /// `restartedAt` value still to be set on the rollout-restart targets.
     pending_restart: Option<String>,
-    written: HashMap<String, Written>,
+    /// Our writes to owned Secrets the cache may not show yet, by Secret name (at most the
+    /// token and the refresh Secret). Freed when empty: a `HashMap` kept its table (~0.5 KiB)
+    /// in every object that ever wrote.
+    written: Vec<(String, Written)>,
     inputs: Option<CachedInputs>,
-    unwritten: Option<Unwritten>,
+    /// Boxed, as `retry_key`: rarely set, and every object's state is a slot in one table.
+    unwritten: Option<Box<Unwritten>>,
     /// A type change of the target Secret was reported.
     type_change_reported: bool,
 }
@@ -616,13 +620,18 @@ impl<'a> Reconcile<'a> {
     /// An owned Secret from the cache, unless the cache has not caught up on our last write.
     fn owned(&mut self, name: &str) -> Result<Option<Secret>, Stale> {
         let copy = self.shared.owned.get(&self.ns, name);
-        if let Some(w) = self.state.written.get(name) {
+        let written = &mut self.state.written;
+        if let Some(at) = written.iter().position(|(n, _)| n == name) {
+            let w = &written[at].1;
             let rv = copy.as_ref().and_then(|s| s.resource_version());
             if rv != w.after && rv == w.before && w.at.elapsed() < EXPECTATION_TTL {
                 return Err(Stale);
             }
             // Caught up, or changed by someone since (or our write was lost): the cache rules.
-            self.state.written.remove(name);
+            written.swap_remove(at);
+            if written.is_empty() {
+                *written = Vec::new();
+            }
         }
         Ok(copy)
     }
@@ -842,7 +851,7 @@ impl<'a> Reconcile<'a> {
         let retry_at = self
             .state
             .retry_at
-            .filter(|_| self.state.retry_key.as_ref() == Some(&retry_key));
+            .filter(|_| self.state.retry_key.as_deref() == Some(&retry_key));
         let decision = Situation {
             now,
             token: fetched.times,
@@ -872,7 +881,7 @@ impl<'a> Reconcile<'a> {
                 let refresh_name = secret::refresh_secret_name(&self.name);
                 let target = ours(Box::pin(self.secrets.get_opt(&spec.secret_name)).await?);
                 fetched.refresh = ours(Box::pin(self.secrets.get_opt(&refresh_name)).await?);
-                Box::pin(self.store(obj, u, &mut fetched.refresh, target.as_ref()))
+                Box::pin(self.store(obj, *u, &mut fetched.refresh, target.as_ref()))
                     .await?
                     .map(Exchange::Issued)
             }
@@ -934,7 +943,7 @@ impl<'a> Reconcile<'a> {
                 self.state.retry_at = now
                     .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
                     .ok();
-                self.state.retry_key = Some(retry_key);
+                self.state.retry_key = Some(Box::new(retry_key));
                 Some(Exchanged::Failed {
                     problem,
                     retry_at: self.state.retry_at,
@@ -1203,7 +1212,7 @@ impl<'a> Reconcile<'a> {
         refresh: &mut Option<Secret>,
         target: Option<&Secret>,
     ) -> Result<Option<TokenTimes>, Error> {
-        self.state.unwritten = Some(answer.clone());
+        self.state.unwritten = Some(Box::new(answer.clone()));
         if answer.session.refresh_token.is_some() || refresh.is_some() {
             Box::pin(self.apply_secret(secret::refresh_secret(obj, &answer.session), refresh))
                 .await?;
@@ -1249,14 +1258,15 @@ impl<'a> Reconcile<'a> {
             &Patch::Apply(&desired),
         ))
         .await?;
-        self.state.written.insert(
-            name,
-            Written {
-                before: current.as_ref().and_then(|c| c.resource_version()),
-                after: written.resource_version(),
-                at: std::time::Instant::now(),
-            },
-        );
+        let write = Written {
+            before: current.as_ref().and_then(|c| c.resource_version()),
+            after: written.resource_version(),
+            at: std::time::Instant::now(),
+        };
+        match self.state.written.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, w)) => *w = write,
+            None => self.state.written.push((name, write)),
+        }
         *current = Some(written);
         Ok(())
     }
