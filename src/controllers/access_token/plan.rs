@@ -195,6 +195,28 @@ pub fn ready(h: &Health<'_>) -> (bool, &'static str, String) {
     }
 }
 
+/// The deadline of the call a reconcile will most likely make, judged from the object's last
+/// status alone, before anything is copied out of the caches: its token's planned refresh has
+/// come, the token has expired, or a new refresh request is waiting. `None` when the status
+/// names no token (a new or blocked object) or nothing is due. A hint for when to queue at the
+/// deadline gate, not a decision: [`Situation::decide`] still makes that.
+pub fn due_from_status(
+    status: Option<&crate::crd::GebetaAccessTokenStatus>,
+    request: Option<&str>,
+    suspended: bool,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let status = status.filter(|_| !suspended)?;
+    let expires: Timestamp = status.expires_at.as_deref()?.parse().ok()?;
+    let requested = request.is_some_and(|r| Some(r) != status.observed_refresh_request.as_deref());
+    let planned = status
+        .next_refresh_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|t| t <= now);
+    (requested || planned || expires <= now).then_some(if expires > now { expires } else { now })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,5 +493,41 @@ mod tests {
             ..health(T0 + 4000)
         });
         assert_eq!((ok, r), (false, reason::SUSPENDED));
+    }
+    #[test]
+    fn due_from_status_names_the_deadline_of_likely_calls_only() {
+        let status = |expires: i64, next: Option<i64>, observed: Option<&str>| {
+            crate::crd::GebetaAccessTokenStatus {
+                expires_at: Some(format_time(at(expires))),
+                next_refresh_time: next.map(|n| format_time(at(n))),
+                observed_refresh_request: observed.map(String::from),
+                ..Default::default()
+            }
+        };
+        let now = at(T0 + 100);
+        // Planned refresh has come: the deadline is the token's expiry.
+        let s = status(T0 + 300, Some(T0 + 90), None);
+        assert_eq!(
+            due_from_status(Some(&s), None, false, now),
+            Some(at(T0 + 300))
+        );
+        // Not yet due; suspended; no status; no token named.
+        let s = status(T0 + 300, Some(T0 + 200), None);
+        assert_eq!(due_from_status(Some(&s), None, false, now), None);
+        let s = status(T0 + 300, Some(T0 + 90), None);
+        assert_eq!(due_from_status(Some(&s), None, true, now), None);
+        assert_eq!(due_from_status(None, None, false, now), None);
+        let none = crate::crd::GebetaAccessTokenStatus::default();
+        assert_eq!(due_from_status(Some(&none), Some("1"), false, now), None);
+        // A new refresh request is due; one already acted on is not.
+        let s = status(T0 + 300, Some(T0 + 200), Some("1"));
+        assert_eq!(
+            due_from_status(Some(&s), Some("2"), false, now),
+            Some(at(T0 + 300))
+        );
+        assert_eq!(due_from_status(Some(&s), Some("1"), false, now), None);
+        // Expired (no refresh planned, e.g. after failures): due now.
+        let s = status(T0 + 50, None, None);
+        assert_eq!(due_from_status(Some(&s), None, false, now), Some(now));
     }
 }
