@@ -88,7 +88,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::{
-    accounts::{Accounts, Source},
+    accounts::Accounts,
     gate::{DeadlineGate, Permit},
     index::{RefIndex, Refs},
     owned::OwnedSecrets,
@@ -304,10 +304,6 @@ impl Shared {
         if let Some(state) = self.states().remove(&(ns.to_string(), name.to_string())) {
             self.ctx.own_writes.forget(&state.uid);
         }
-    }
-
-    fn account(&self, ns: &str, name: &str) -> Option<Source> {
-        self.accounts.source(ns, name)
     }
 }
 
@@ -669,7 +665,12 @@ impl<'a> Reconcile<'a> {
             _ => Refs::of_spec(&obj),
         };
         self.shared.index.set(&self.ns, &self.name, refs);
-        Box::pin(self.queue_if_due(&obj)).await?;
+        let request = obj
+            .annotations()
+            .get(REFRESH_ANNOTATION)
+            .filter(|v| !v.is_empty())
+            .cloned();
+        Box::pin(self.queue_if_due(&obj, request.as_deref())).await?;
         let now = Timestamp::now();
         let prev = obj.status.clone().unwrap_or_default();
         let Some(mut fetched) = Box::pin(self.fetch(&obj)).await? else {
@@ -680,11 +681,6 @@ impl<'a> Reconcile<'a> {
             .filter(|t| t.is_valid_at(now))
             .map_or(now, |t| t.expires_at);
         self.state.expires_at = fetched.times.map(|t| t.expires_at);
-        let request = obj
-            .annotations()
-            .get(REFRESH_ANNOTATION)
-            .filter(|v| !v.is_empty())
-            .cloned();
         let manual_request = request.is_some() && request != prev.observed_refresh_request;
         let spec = &obj.spec;
         let blocked = fetched.hard_blocker.is_some();
@@ -770,21 +766,18 @@ impl<'a> Reconcile<'a> {
     /// due after an outage, or asked to refresh) each reconcile waits for its turn; waiting
     /// after the fetch, each held copies of both owned Secrets and of its status (at 10,000
     /// tokens the burst's peak RSS was ~12 KiB an object above the steady one).
-    async fn queue_if_due(&mut self, obj: &GebetaAccessToken) -> Result<(), Error> {
+    async fn queue_if_due(
+        &mut self,
+        obj: &GebetaAccessToken,
+        request: Option<&str>,
+    ) -> Result<(), Error> {
         let now = Timestamp::now();
         if self.state.retry_at.is_some_and(|r| r > now) {
             return Ok(());
         }
-        let request = obj
-            .annotations()
-            .get(REFRESH_ANNOTATION)
-            .filter(|v| !v.is_empty());
-        let Some(deadline) = plan::due_from_status(
-            obj.status.as_ref(),
-            request.map(String::as_str),
-            obj.spec.suspended,
-            now,
-        ) else {
+        let Some(deadline) =
+            plan::due_from_status(obj.status.as_ref(), request, obj.spec.suspended, now)
+        else {
             return Ok(());
         };
         self.deadline = deadline;
@@ -1086,7 +1079,7 @@ impl<'a> Reconcile<'a> {
             ));
         };
         let not_ready = |why: String| Err(Problem::new(reason::SOURCE_NOT_READY, why));
-        let Some(gsa) = self.shared.account(&self.ns, &account.name) else {
+        let Some(gsa) = self.shared.accounts.source(&self.ns, &account.name) else {
             return not_ready(format!(
                 "GebetaServiceAccount {} ({which}) not found",
                 account.name

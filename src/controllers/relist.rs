@@ -53,10 +53,10 @@ where
             }
             Ok(watcher::Event::InitApply(obj)) => {
                 let key = ObjectRef::from_obj(&obj);
-                let cached_version = store
-                    .get(&key)
-                    .map(|cached| cached.meta().resource_version.clone());
-                if cached_version != Some(obj.meta().resource_version.clone()) {
+                let unchanged = store.get(&key).is_some_and(|cached| {
+                    cached.meta().resource_version == obj.meta().resource_version
+                });
+                if !unchanged {
                     relist.get_or_insert_default().changed.push(key);
                 }
                 Box::new(std::iter::empty())

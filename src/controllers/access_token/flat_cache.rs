@@ -79,12 +79,12 @@ impl<V: Kept> FlatCache<V> {
         self.write().insert(key, V::keep(obj));
     }
 
-    /// The kept version of `key` (`None`: not kept).
-    fn version(&self, key: &Key) -> Option<Option<String>> {
+    /// Whether the cache keeps `key` at `version`.
+    fn holds(&self, key: &Key, version: Option<&str>) -> bool {
         let by_key = self.by_key.read().unwrap_or_else(|e| e.into_inner());
         by_key
             .get(key)
-            .map(|kept| kept.version().map(str::to_string))
+            .is_some_and(|kept| kept.version() == version)
     }
 
     /// Replaces the objects of one watch (a namespace, or the cluster) with a new full list;
@@ -139,7 +139,7 @@ impl<V: Kept> FlatCache<V> {
                         let key = key_of(&obj);
                         let kept = V::keep(obj);
                         let (listed, changed) = listing.get_or_insert_default();
-                        if self.version(&key) != Some(kept.version().map(str::to_string)) {
+                        if !self.holds(&key, kept.version()) {
                             changed.push(key.clone());
                         }
                         listed.insert(key, kept);
