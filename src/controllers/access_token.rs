@@ -81,6 +81,7 @@ use kube::{
     runtime::{
         controller::{self, Action},
         events::EventType,
+        reflector::ObjectRef,
         watcher::{self, watcher},
     },
 };
@@ -89,7 +90,7 @@ use tracing::Instrument;
 
 use self::{
     accounts::Accounts,
-    gate::{DeadlineGate, Permit},
+    gate::{DeadlineGate, Key, Permit},
     index::{RefIndex, Refs},
     owned::OwnedSecrets,
     plan::{Call, Decision, Problem, Situation, reason},
@@ -133,6 +134,12 @@ const STALE_RECHECK: Duration = Duration::from_secs(2);
 /// How long a reconcile waits for the caches' first list, and when it tries again after.
 const CACHE_WAIT: Duration = Duration::from_secs(5);
 const CACHE_RECHECK: Duration = Duration::from_secs(1);
+/// Recheck of an object whose refresh waits in the deadline gate's queue: a safety net, as
+/// the gate triggers its reconcile when its turn comes.
+const DEFERRED_RECHECK: Duration = Duration::from_secs(300);
+/// How long a permit the gate reserved for an object waits for that object's reconcile
+/// before it is handed on (the object went away before its turn).
+const RESERVATION_TTL: Duration = Duration::from_secs(30);
 /// How long the cache may lag behind one of our writes before it is believed anyway (our
 /// write may have been undone, e.g. the Secret deleted, with the events coalesced).
 const EXPECTATION_TTL: Duration = Duration::from_secs(30);
@@ -301,6 +308,7 @@ impl Shared {
     fn forget(&self, ns: &str, name: &str) {
         self.ctx.metrics.forget_token(ns, name);
         self.index.remove(ns, name);
+        self.gate.forget(&(ns.to_string(), name.to_string()));
         if let Some(state) = self.states().remove(&(ns.to_string(), name.to_string())) {
             self.ctx.own_writes.forget(&state.uid);
         }
@@ -347,7 +355,28 @@ pub async fn run(
         );
         streams.push((owned_events, account_events));
     }
-    let gate = DeadlineGate::new(ctx.settings.max_concurrent_reconciles.into());
+    // The gate asks for a reconcile of an object whose turn came through its namespace's
+    // controller (see `gate`).
+    let (turn_senders, mut turn_receivers): (Vec<_>, Vec<_>) = scope
+        .namespaces()
+        .into_iter()
+        .map(|ns| {
+            let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<GebetaAccessToken>>();
+            ((ns, tx), Some(rx))
+        })
+        .unzip();
+    let trigger = move |(ns, name): &Key| {
+        let sender = turn_senders
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns));
+        if let Some((_, tx)) = sender {
+            let _ = tx.unbounded_send(ObjectRef::new(name).within(ns));
+        }
+    };
+    let gate = DeadlineGate::deferring(
+        ctx.settings.max_concurrent_reconciles.into(),
+        Box::new(trigger),
+    );
     let reads = DeadlineGate::new(ctx.settings.max_concurrent_reconciles.into());
     let shared = Arc::new(Shared {
         ctx,
@@ -366,7 +395,10 @@ pub async fn run(
         .apis::<GebetaAccessToken>(&client)
         .into_iter()
         .zip(scope.apis::<PartialObjectMeta<Secret>>(&client));
-    for ((objects, secrets), (owned_events, account_events)) in apis.zip(streams) {
+    for (((objects, secrets), (owned_events, account_events)), turns) in
+        apis.zip(streams).zip(turn_receivers.iter_mut())
+    {
+        let turns = turns.take().expect("one receiver per namespace");
         let by_secret = shared.index.clone();
         let by_account = shared.index.clone();
         let controller = super::lean_controller(objects, scope.watcher_config())
@@ -398,6 +430,7 @@ pub async fn run(
                     )
                 },
             )
+            .reconcile_on(turns)
             // No limit here: a reconcile with nothing to do only reads caches, and the work
             // that costs waits at the deadline gate (see `gate`).
             .with_config(controller::Config::default())
@@ -444,9 +477,11 @@ pub async fn run(
     futures::future::join_all(runs).await;
 }
 
-/// Keeps the overdue-refresh gauges current, every second until `shutdown`.
+/// Keeps the overdue-refresh gauges current and hands on reservations never claimed, every
+/// second until `shutdown`.
 fn report_backlog(gate: Arc<DeadlineGate>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     super::every(Duration::from_secs(1), shutdown, move || {
+        gate.reclaim(RESERVATION_TTL);
         let backlog = gate.backlog();
         metrics.refreshes_overdue.set(backlog.waiting as i64);
         metrics
@@ -466,6 +501,8 @@ async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<A
     // object twice at once, and `error_policy` runs after the put-back.
     let state = shared.states().remove(&key).unwrap_or_default();
     let mut run = Reconcile::new(&shared, ns, name, state);
+    // Triggered by the gate when this object's turn came: its permit waits here.
+    run.permit = shared.gate.claim(&key);
     let result = run.reconcile(obj.clone()).instrument(span.clone()).await;
     match &result {
         Ok(_) => run.state.api_errors = 0,
@@ -670,7 +707,9 @@ impl<'a> Reconcile<'a> {
             .get(REFRESH_ANNOTATION)
             .filter(|v| !v.is_empty())
             .cloned();
-        Box::pin(self.queue_if_due(&obj, request.as_deref())).await?;
+        if !self.queue_if_due(&obj, request.as_deref()) {
+            return Ok(Action::requeue(DEFERRED_RECHECK));
+        }
         let now = Timestamp::now();
         let prev = obj.status.clone().unwrap_or_default();
         let Some(mut fetched) = Box::pin(self.fetch(&obj)).await? else {
@@ -761,30 +800,27 @@ impl<'a> Reconcile<'a> {
     }
 
     /// Takes this reconcile's turn at the deadline gate *before* anything is copied out of the
-    /// caches when its status says a call is due (see [`plan::due_from_status`]), reading the
-    /// inputs first (under the read gate, as [`Self::act`] would). In a burst (every token
-    /// due after an outage, or asked to refresh) each reconcile waits for its turn; waiting
-    /// after the fetch, each held copies of both owned Secrets and of its status (at 10,000
-    /// tokens the burst's peak RSS was ~12 KiB an object above the steady one).
-    async fn queue_if_due(
-        &mut self,
-        obj: &GebetaAccessToken,
-        request: Option<&str>,
-    ) -> Result<(), Error> {
+    /// caches when its status says a call is due (see [`plan::due_from_status`]). If no permit
+    /// is free, the object keeps a place in the gate's queue and this returns false: the
+    /// reconcile ends, and the gate triggers a new one when the object's turn comes (see
+    /// [`gate`]). In a burst (every token due after an outage, or asked to refresh) no
+    /// reconcile stays parked: kube-runtime's runner polls each running reconcile whenever it
+    /// wakes, and a parked one held its frames (and, waiting after the fetch, copies of both
+    /// owned Secrets: at 10,000 tokens ~12 KiB an object above the steady RSS).
+    fn queue_if_due(&mut self, obj: &GebetaAccessToken, request: Option<&str>) -> bool {
         let now = Timestamp::now();
-        if self.state.retry_at.is_some_and(|r| r > now) {
-            return Ok(());
+        if self.permit.is_some() || self.state.retry_at.is_some_and(|r| r > now) {
+            return true;
         }
         let Some(deadline) =
             plan::due_from_status(obj.status.as_ref(), request, obj.spec.suspended, now)
         else {
-            return Ok(());
+            return true;
         };
         self.deadline = deadline;
-        // Kept in the state: the plan reuses them while no input changes.
-        let _inputs = Box::pin(self.inputs(obj)).await?;
-        self.work().await;
-        Ok(())
+        let key = (self.ns.clone(), self.name.clone());
+        self.permit = self.shared.gate.try_acquire_or_defer(&key, deadline);
+        self.permit.is_some()
     }
 
     /// What exists: owned Secrets from the cache; a name the cache lacks is looked up, as a

@@ -21,11 +21,20 @@
 //!
 //! A waiter that is dropped (shutdown, a cancelled reconcile) gives up its place, and a permit
 //! granted to it just before is handed on.
+//!
+//! A reconcile can also wait without staying parked: [`DeadlineGate::try_acquire_or_defer`]
+//! leaves the object's key in the queue and the reconcile returns. When the key's turn comes
+//! its permit is reserved and the gate's trigger asks the controller for a reconcile of that
+//! object, which [`claims`](DeadlineGate::claim) it. kube-runtime's runner polls every
+//! running reconcile each time it wakes, so a burst of due tokens parked here (10,000 after
+//! an outage or a restart) cost time in proportion to its size on every wake, and each parked
+//! reconcile held its frames. A reservation not claimed in time (the object went away) is
+//! handed on by [`DeadlineGate::reclaim`].
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use jiff::Timestamp;
@@ -35,9 +44,16 @@ use tokio::sync::oneshot;
 /// whose deadline passed longest ago.
 pub const RECOVERY_EVERY: u32 = 4;
 
+/// An object whose work waits without a parked reconcile: its namespace and name.
+pub type Key = (String, String);
+
+/// Asks the controller for a reconcile of the object whose reserved turn came.
+pub type Trigger = Box<dyn Fn(&Key) + Send + Sync>;
+
 /// Bounds the work in flight and hands it out earliest deadline first.
 pub struct DeadlineGate {
     inner: Mutex<Inner>,
+    trigger: Option<Trigger>,
 }
 
 struct Inner {
@@ -45,13 +61,26 @@ struct Inner {
     next_seq: u64,
     /// By deadline, then arrival.
     waiting: BTreeMap<(Timestamp, u64), Waiter>,
+    /// Where each deferred key stands in `waiting` (one place per key).
+    deferred: HashMap<Key, (Timestamp, u64)>,
+    /// Permits held for keys whose turn came, until their reconcile claims them.
+    reserved: HashMap<Key, Instant>,
     /// Grants to work still in time since the last grant to expired work.
     since_recovery: u32,
 }
 
 struct Waiter {
     since: Instant,
-    grant: oneshot::Sender<()>,
+    wake: Wake,
+}
+
+/// How a waiter learns that its turn came.
+enum Wake {
+    /// A reconcile parked in [`DeadlineGate::acquire`].
+    Parked(oneshot::Sender<()>),
+    /// A reconcile that returned: the permit is reserved for the key and a new reconcile
+    /// triggered.
+    Deferred(Key),
 }
 
 impl Inner {
@@ -103,13 +132,26 @@ impl Drop for Permit {
 impl DeadlineGate {
     /// A gate letting `capacity` (at least one) holders work at once.
     pub fn new(capacity: usize) -> Arc<DeadlineGate> {
+        Self::build(capacity, None)
+    }
+
+    /// A gate that can also defer work (see the module docs): `trigger` asks for a reconcile
+    /// of an object whose permit was reserved.
+    pub fn deferring(capacity: usize, trigger: Trigger) -> Arc<DeadlineGate> {
+        Self::build(capacity, Some(trigger))
+    }
+
+    fn build(capacity: usize, trigger: Option<Trigger>) -> Arc<DeadlineGate> {
         Arc::new(DeadlineGate {
             inner: Mutex::new(Inner {
                 free: capacity.max(1),
                 next_seq: 0,
                 waiting: BTreeMap::new(),
+                deferred: HashMap::new(),
+                reserved: HashMap::new(),
                 since_recovery: 0,
             }),
+            trigger,
         })
     }
 
@@ -132,7 +174,7 @@ impl DeadlineGate {
                 (deadline, seq),
                 Waiter {
                     since: Instant::now(),
-                    grant,
+                    wake: Wake::Parked(grant),
                 },
             );
             receiver
@@ -147,23 +189,117 @@ impl DeadlineGate {
         Permit { gate: self.clone() }
     }
 
+    /// A permit now if one is free and nothing waits; otherwise `key` keeps (or takes) a
+    /// place in the queue, at the earlier of its deadlines, and `None` tells the reconcile to
+    /// return: a new one is triggered when the key's turn comes (see the module docs).
+    pub fn try_acquire_or_defer(
+        self: &Arc<Self>,
+        key: &Key,
+        deadline: Timestamp,
+    ) -> Option<Permit> {
+        let mut inner = self.lock();
+        if inner.free > 0 && inner.waiting.is_empty() {
+            inner.free -= 1;
+            return Some(Permit { gate: self.clone() });
+        }
+        let place = match inner.deferred.get(key).copied() {
+            Some(place) if place.0 <= deadline => return None,
+            Some(place) => {
+                let waiter = inner.waiting.remove(&place);
+                (place.1, waiter.map(|w| w.since))
+            }
+            None => {
+                let seq = inner.next_seq;
+                inner.next_seq += 1;
+                (seq, None)
+            }
+        };
+        let (seq, since) = place;
+        inner.deferred.insert(key.clone(), (deadline, seq));
+        inner.waiting.insert(
+            (deadline, seq),
+            Waiter {
+                since: since.unwrap_or_else(Instant::now),
+                wake: Wake::Deferred(key.clone()),
+            },
+        );
+        None
+    }
+
+    /// The permit reserved for `key` when its turn came, if no reconcile took it yet.
+    pub fn claim(self: &Arc<Self>, key: &Key) -> Option<Permit> {
+        self.lock()
+            .reserved
+            .remove(key)
+            .map(|_| Permit { gate: self.clone() })
+    }
+
+    /// Gives up `key`'s place and hands on a permit reserved for it: the object is gone.
+    pub fn forget(&self, key: &Key) {
+        let reserved = {
+            let mut inner = self.lock();
+            if let Some(place) = inner.deferred.remove(key) {
+                inner.waiting.remove(&place);
+            }
+            inner.reserved.remove(key).is_some()
+        };
+        if reserved {
+            self.release();
+        }
+    }
+
+    /// Hands on the permits reserved longer than `ttl` ago and never claimed (a trigger
+    /// for an object that went away, or a controller that stopped).
+    pub fn reclaim(&self, ttl: Duration) {
+        let stale = {
+            let mut inner = self.lock();
+            let before = inner.reserved.len();
+            inner.reserved.retain(|_, at| at.elapsed() < ttl);
+            before - inner.reserved.len()
+        };
+        for _ in 0..stale {
+            self.release();
+        }
+    }
+
     /// Hands a returned permit to the most urgent live waiter, or frees it.
     fn release(&self) {
         loop {
             let next = {
                 let mut inner = self.lock();
                 match inner.next(Timestamp::now()) {
-                    Some(w) => w,
+                    Some(Waiter {
+                        wake: Wake::Deferred(key),
+                        ..
+                    }) => {
+                        inner.deferred.remove(&key);
+                        inner.reserved.insert(key.clone(), Instant::now());
+                        Err(key)
+                    }
+                    Some(Waiter {
+                        wake: Wake::Parked(grant),
+                        ..
+                    }) => Ok(grant),
                     None => {
                         inner.free += 1;
                         return;
                     }
                 }
             };
-            if next.grant.send(()).is_ok() {
-                return;
+            match next {
+                Ok(grant) => {
+                    if grant.send(()).is_ok() {
+                        return;
+                    }
+                    // That waiter is gone: try the next one.
+                }
+                Err(key) => {
+                    if let Some(trigger) = &self.trigger {
+                        trigger(&key);
+                    }
+                    return;
+                }
             }
-            // That waiter is gone: try the next one.
         }
     }
 
@@ -399,5 +535,117 @@ mod tests {
         let backlog = gate.backlog();
         assert_eq!(backlog.waiting, 1);
         assert!(backlog.oldest_wait_seconds >= 0.03, "{backlog:?}");
+    }
+
+    fn key(name: &str) -> Key {
+        ("ns".to_string(), name.to_string())
+    }
+
+    /// A gate of `capacity` whose trigger records the keys whose turn came.
+    fn deferring(capacity: usize) -> (Arc<DeadlineGate>, Arc<Mutex<Vec<String>>>) {
+        let triggered = Arc::new(Mutex::new(Vec::new()));
+        let seen = triggered.clone();
+        let gate = DeadlineGate::deferring(
+            capacity,
+            Box::new(move |k: &Key| seen.lock().unwrap().push(k.1.clone())),
+        );
+        (gate, triggered)
+    }
+
+    #[test]
+    fn deferred_keys_are_triggered_earliest_deadline_first_and_claim_their_permit() {
+        let (gate, triggered) = deferring(1);
+        let held = gate.try_acquire_or_defer(&key("first"), at(0));
+        assert!(held.is_some(), "a free permit is taken at once");
+        for (name, deadline) in [("late", 50), ("soon", 10), ("mid", 30)] {
+            assert!(
+                gate.try_acquire_or_defer(&key(name), at(deadline))
+                    .is_none()
+            );
+        }
+        // Asking again keeps one place per key: a later deadline does not move it back, an
+        // earlier one moves it forward.
+        assert!(gate.try_acquire_or_defer(&key("soon"), at(60)).is_none());
+        assert!(gate.try_acquire_or_defer(&key("late"), at(20)).is_none());
+        assert_eq!(gate.backlog().waiting, 3);
+        assert!(gate.claim(&key("soon")).is_none(), "nothing reserved yet");
+
+        drop(held);
+        assert_eq!(*triggered.lock().unwrap(), ["soon"]);
+        assert!(
+            gate.try_acquire_or_defer(&key("other"), at(0)).is_none(),
+            "a reserved permit is not free"
+        );
+        let soon = gate.claim(&key("soon")).expect("reserved for the key");
+        assert!(gate.claim(&key("soon")).is_none(), "claimed once");
+        drop(soon);
+        let other = gate
+            .claim(&key("other"))
+            .expect("the earliest deadline of those left");
+        drop(other);
+        let late = gate.claim(&key("late")).expect("moved forward to 20");
+        drop(late);
+        let mid = gate.claim(&key("mid")).expect("last");
+        drop(mid);
+        assert_eq!(*triggered.lock().unwrap(), ["soon", "other", "late", "mid"]);
+        assert_eq!(gate.backlog(), Backlog::default());
+        assert!(gate.try_acquire_or_defer(&key("again"), at(0)).is_some());
+    }
+
+    #[tokio::test]
+    async fn parked_and_deferred_waiters_share_one_order() {
+        let (gate, triggered) = deferring(1);
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let held = gate.acquire(at(0)).await;
+        assert!(
+            gate.try_acquire_or_defer(&key("deferred-20"), at(20))
+                .is_none()
+        );
+        let parked = waiter(&gate, 10, "parked-10", &served);
+        until_waiting(&gate, 2).await;
+        drop(held);
+        parked.await.unwrap();
+        assert_eq!(*served.lock().unwrap(), ["parked-10"]);
+        assert_eq!(*triggered.lock().unwrap(), ["deferred-20"]);
+    }
+
+    #[test]
+    fn a_forgotten_key_gives_up_its_place_and_its_reserved_permit() {
+        let (gate, triggered) = deferring(1);
+        let held = gate.try_acquire_or_defer(&key("a"), at(0)).unwrap();
+        assert!(
+            gate.try_acquire_or_defer(&key("gone-early"), at(5))
+                .is_none()
+        );
+        assert!(
+            gate.try_acquire_or_defer(&key("gone-late"), at(10))
+                .is_none()
+        );
+        assert!(gate.try_acquire_or_defer(&key("b"), at(20)).is_none());
+        gate.forget(&key("gone-early"));
+        drop(held);
+        assert_eq!(*triggered.lock().unwrap(), ["gone-late"]);
+        gate.forget(&key("gone-late"));
+        assert_eq!(*triggered.lock().unwrap(), ["gone-late", "b"]);
+        assert!(gate.claim(&key("b")).is_some());
+    }
+
+    #[test]
+    fn a_reservation_never_claimed_is_handed_on() {
+        let (gate, triggered) = deferring(1);
+        let held = gate.try_acquire_or_defer(&key("a"), at(0)).unwrap();
+        assert!(gate.try_acquire_or_defer(&key("lost"), at(5)).is_none());
+        assert!(gate.try_acquire_or_defer(&key("b"), at(9)).is_none());
+        drop(held);
+        gate.reclaim(Duration::from_secs(60));
+        assert_eq!(
+            *triggered.lock().unwrap(),
+            ["lost"],
+            "young reservations stay"
+        );
+        gate.reclaim(Duration::ZERO);
+        assert_eq!(*triggered.lock().unwrap(), ["lost", "b"]);
+        assert!(gate.claim(&key("lost")).is_none());
+        assert!(gate.claim(&key("b")).is_some());
     }
 }
