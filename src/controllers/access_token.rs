@@ -308,7 +308,9 @@ impl Shared {
     fn forget(&self, ns: &str, name: &str) {
         self.ctx.metrics.forget_token(ns, name);
         self.index.remove(ns, name);
-        self.gate.forget(&(ns.to_string(), name.to_string()));
+        let key = (ns.to_string(), name.to_string());
+        self.gate.forget(&key);
+        self.reads.forget(&key);
         if let Some(state) = self.states().remove(&(ns.to_string(), name.to_string())) {
             self.ctx.own_writes.forget(&state.uid);
         }
@@ -365,19 +367,21 @@ pub async fn run(
             ((ns, tx), Some(rx))
         })
         .unzip();
-    let trigger = move |(ns, name): &Key| {
-        let sender = turn_senders
-            .iter()
-            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns));
-        if let Some((_, tx)) = sender {
-            let _ = tx.unbounded_send(ObjectRef::new(name).within(ns));
-        }
+    let turn_senders = Arc::new(turn_senders);
+    let trigger = || -> gate::Trigger {
+        let senders = turn_senders.clone();
+        Box::new(move |(ns, name): &Key| {
+            let sender = senders
+                .iter()
+                .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns));
+            if let Some((_, tx)) = sender {
+                let _ = tx.unbounded_send(ObjectRef::new(name).within(ns));
+            }
+        })
     };
-    let gate = DeadlineGate::deferring(
-        ctx.settings.max_concurrent_reconciles.into(),
-        Box::new(trigger),
-    );
-    let reads = DeadlineGate::new(ctx.settings.max_concurrent_reconciles.into());
+    let permits = ctx.settings.max_concurrent_reconciles.into();
+    let gate = DeadlineGate::deferring(permits, trigger());
+    let reads = DeadlineGate::deferring(permits, trigger());
     let shared = Arc::new(Shared {
         ctx,
         index: Arc::default(),
@@ -388,7 +392,12 @@ pub async fn run(
         caches_ready,
         states: Mutex::default(),
     });
-    report_backlog(gate, shared.ctx.metrics.clone(), shutdown.clone());
+    report_backlog(
+        gate,
+        shared.reads.clone(),
+        shared.ctx.metrics.clone(),
+        shutdown.clone(),
+    );
     let mut runs = Vec::new();
     let mut stores = Vec::new();
     let apis = scope
@@ -477,11 +486,17 @@ pub async fn run(
     futures::future::join_all(runs).await;
 }
 
-/// Keeps the overdue-refresh gauges current and hands on reservations never claimed, every
-/// second until `shutdown`.
-fn report_backlog(gate: Arc<DeadlineGate>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// Keeps the overdue-refresh gauges current and hands on the reservations of both gates never
+/// claimed, every second until `shutdown`.
+fn report_backlog(
+    gate: Arc<DeadlineGate>,
+    reads: Arc<DeadlineGate>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     super::every(Duration::from_secs(1), shutdown, move || {
         gate.reclaim(RESERVATION_TTL);
+        reads.reclaim(RESERVATION_TTL);
         let backlog = gate.backlog();
         metrics.refreshes_overdue.set(backlog.waiting as i64);
         metrics
@@ -501,8 +516,9 @@ async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<A
     // object twice at once, and `error_policy` runs after the put-back.
     let state = shared.states().remove(&key).unwrap_or_default();
     let mut run = Reconcile::new(&shared, ns, name, state);
-    // Triggered by the gate when this object's turn came: its permit waits here.
+    // Triggered by a gate when this object's turn came: its permit waits here.
     run.permit = shared.gate.claim(&key);
+    run.read_permit = shared.reads.claim(&key);
     let result = run.reconcile(obj.clone()).instrument(span.clone()).await;
     match &result {
         Ok(_) => run.state.api_errors = 0,
@@ -594,6 +610,8 @@ struct Reconcile<'a> {
     /// The deadline of this reconcile's work (see [`gate`]) and the permit once taken.
     deadline: Timestamp,
     permit: Option<Permit>,
+    /// A permit of the read gate, from a turn that came, until the inputs read takes it.
+    read_permit: Option<Permit>,
     /// The live target Secret's type was kept over the template's: `(live, wanted)`.
     type_kept: Option<(String, String)>,
     /// The object is gone: its memory is dropped.
@@ -612,6 +630,7 @@ impl<'a> Reconcile<'a> {
             state,
             deadline: Timestamp::now(),
             permit: None,
+            read_permit: None,
             type_kept: None,
             gone: false,
         }
@@ -707,7 +726,9 @@ impl<'a> Reconcile<'a> {
             .get(REFRESH_ANNOTATION)
             .filter(|v| !v.is_empty())
             .cloned();
-        if !self.queue_if_due(&obj, request.as_deref()) {
+        if !Box::pin(self.read_inputs_first(&obj)).await?
+            || !self.queue_if_due(&obj, request.as_deref())
+        {
             return Ok(Action::requeue(DEFERRED_RECHECK));
         }
         let now = Timestamp::now();
@@ -797,6 +818,45 @@ impl<'a> Reconcile<'a> {
         let after =
             Duration::try_from(Timestamp::now().duration_until(report.wake_at)).unwrap_or_default();
         Ok(Action::requeue(after.max(Duration::from_millis(50))))
+    }
+
+    /// Reads the inputs *before* anything is copied out of the caches when this process has no
+    /// read of them it can reuse (a new process, or an input changed), at its turn at the read
+    /// gate (by the token's expiry from the status). Without a free read permit the object
+    /// keeps its place in the read gate's queue and this returns false, as in
+    /// [`Self::queue_if_due`]. After a restart every object reads its inputs once; parked at
+    /// the read gate after the fetch, each held copies of both owned Secrets (at 10,000
+    /// tokens the restarted process peaked ~120 MiB above its steady RSS).
+    async fn read_inputs_first(&mut self, obj: &GebetaAccessToken) -> Result<bool, Error> {
+        // A turn that came is used now or handed on: held on, it would keep a read slot
+        // through the Gebeta call.
+        let claimed = self.read_permit.take();
+        if obj.spec.suspended || self.cached_inputs(obj).is_some() {
+            return Ok(true);
+        }
+        let sources_ready = [&obj.spec.client_token, &obj.spec.server_token]
+            .into_iter()
+            .all(|source| self.input_place(source, "input").is_ok());
+        if !sources_ready {
+            return Ok(true);
+        }
+        let now = Timestamp::now();
+        self.deadline = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.expires_at.as_deref())
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .filter(|t| *t > now)
+            .unwrap_or(now);
+        let key = (self.ns.clone(), self.name.clone());
+        self.read_permit =
+            claimed.or_else(|| self.shared.reads.try_acquire_or_defer(&key, self.deadline));
+        if self.read_permit.is_none() {
+            return Ok(false);
+        }
+        // Kept in the state: the plan reuses them while no input changes.
+        let _inputs = Box::pin(self.inputs(obj)).await?;
+        Ok(true)
     }
 
     /// Takes this reconcile's turn at the deadline gate *before* anything is copied out of the
@@ -1024,17 +1084,11 @@ impl<'a> Reconcile<'a> {
         &mut self,
         obj: &GebetaAccessToken,
     ) -> Result<Result<(Token, Token), Problem>, Error> {
-        let epoch = self.shared.index.epoch(&self.ns, &self.name);
-        let generation = obj.metadata.generation;
-        if let Some(cached) = &self.state.inputs
-            && cached.epoch == epoch
-            && cached.generation == generation
-            // A problem is looked at again at the blocked object's recheck: it may have been
-            // fixed by a change whose event never came (a watch that was down).
-            && (cached.value.is_ok() || cached.read_at.elapsed() < BLOCKED_RECHECK / 2)
-        {
+        if let Some(cached) = self.cached_inputs(obj) {
             return Ok(cached.value.clone());
         }
+        let epoch = self.shared.index.epoch(&self.ns, &self.name);
+        let generation = obj.metadata.generation;
         let mut refs = Refs::of_spec(obj);
         let places = [
             (&obj.spec.client_token, "client token"),
@@ -1052,7 +1106,10 @@ impl<'a> Reconcile<'a> {
                 // Both reads at once (one when both name the same Secret): in a fresh process
                 // the first due refresh of every object waits for them, and under load each
                 // round trip is a large part of its margin.
-                let reading = self.shared.reads.acquire(self.deadline).await;
+                let reading = match self.read_permit.take() {
+                    Some(permit) => permit,
+                    None => self.shared.reads.acquire(self.deadline).await,
+                };
                 let (client_secret, server_secret) = if client.secret == server.secret {
                     let found = Box::pin(self.secrets.get_opt(&client.secret)).await?;
                     (found.clone(), found)
@@ -1082,6 +1139,18 @@ impl<'a> Reconcile<'a> {
             accounts,
         });
         Ok(value)
+    }
+
+    /// The inputs last read, if no watch event touched them since and the spec is the same.
+    fn cached_inputs(&self, obj: &GebetaAccessToken) -> Option<&CachedInputs> {
+        let epoch = self.shared.index.epoch(&self.ns, &self.name);
+        self.state.inputs.as_ref().filter(|cached| {
+            cached.epoch == epoch
+                && cached.generation == obj.metadata.generation
+                // A problem is looked at again at the blocked object's recheck: it may have
+                // been fixed by a change whose event never came (a watch that was down).
+                && (cached.value.is_ok() || cached.read_at.elapsed() < BLOCKED_RECHECK / 2)
+        })
     }
 
     /// The source accounts of the inputs last read (see [`CachedInputs::accounts`]).
