@@ -1619,36 +1619,29 @@ async fn write_ceiling(client: &Client, concurrency: usize) -> Result<CeilingRep
         })
     };
     let params = PatchParams::apply("gebeta-bench").force();
-    // Created first, so the measured requests are all updates.
-    for_each_bounded((0..secrets).collect(), concurrency, |i| {
+    // Patch number `i` applies a new value to probe Secret `i % secrets`.
+    let apply = |i: usize| {
         let (api, params) = (api.clone(), params.clone());
         async move {
             api.patch(
-                &format!("write-probe-{i}"),
+                &format!("write-probe-{}", i % secrets),
                 &params,
                 &Patch::Apply(patch(i)),
             )
             .await
-            .map(drop)
-            .map_err(Into::into)
         }
+    };
+    // Created first, so the measured requests are all updates.
+    for_each_bounded((0..secrets).collect(), concurrency, |i| {
+        let applied = apply(i);
+        async move { applied.await.map(drop).map_err(Into::into) }
     })
     .await?;
     let started = Instant::now();
     let mut done = 0u64;
     let mut requests = stream::iter(secrets..)
         .take_while(|_| std::future::ready(started.elapsed() < PROBE))
-        .map(|i| {
-            let (api, params) = (api.clone(), params.clone());
-            async move {
-                api.patch(
-                    &format!("write-probe-{}", i % secrets),
-                    &params,
-                    &Patch::Apply(patch(i)),
-                )
-                .await
-            }
-        })
+        .map(apply)
         .buffer_unordered(concurrency.max(1));
     while let Some(result) = requests.next().await {
         result?;

@@ -311,7 +311,7 @@ impl Shared {
         let key = (ns.to_string(), name.to_string());
         self.gate.forget(&key);
         self.reads.forget(&key);
-        if let Some(state) = self.states().remove(&(ns.to_string(), name.to_string())) {
+        if let Some(state) = self.states().remove(&key) {
             self.ctx.own_writes.forget(&state.uid);
         }
     }
@@ -359,12 +359,12 @@ pub async fn run(
     }
     // The gate asks for a reconcile of an object whose turn came through its namespace's
     // controller (see `gate`).
-    let (turn_senders, mut turn_receivers): (Vec<_>, Vec<_>) = scope
+    let (turn_senders, turn_receivers): (Vec<_>, Vec<_>) = scope
         .namespaces()
         .into_iter()
         .map(|ns| {
             let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<GebetaAccessToken>>();
-            ((ns, tx), Some(rx))
+            ((ns, tx), rx)
         })
         .unzip();
     let turn_senders = Arc::new(turn_senders);
@@ -392,7 +392,7 @@ pub async fn run(
         caches_ready,
         states: Mutex::default(),
     });
-    report_backlog(
+    tend_gates(
         gate,
         shared.reads.clone(),
         shared.ctx.metrics.clone(),
@@ -405,9 +405,8 @@ pub async fn run(
         .into_iter()
         .zip(scope.apis::<PartialObjectMeta<Secret>>(&client));
     for (((objects, secrets), (owned_events, account_events)), turns) in
-        apis.zip(streams).zip(turn_receivers.iter_mut())
+        apis.zip(streams).zip(turn_receivers)
     {
-        let turns = turns.take().expect("one receiver per namespace");
         let by_secret = shared.index.clone();
         let by_account = shared.index.clone();
         let controller = super::lean_controller(objects, scope.watcher_config())
@@ -488,7 +487,7 @@ pub async fn run(
 
 /// Keeps the overdue-refresh gauges current and hands on the reservations of both gates never
 /// claimed, every second until `shutdown`.
-fn report_backlog(
+fn tend_gates(
     gate: Arc<DeadlineGate>,
     reads: Arc<DeadlineGate>,
     metrics: Arc<Metrics>,
@@ -834,23 +833,15 @@ impl<'a> Reconcile<'a> {
         if obj.spec.suspended || self.cached_inputs(obj).is_some() {
             return Ok(true);
         }
-        let sources_ready = [&obj.spec.client_token, &obj.spec.server_token]
-            .into_iter()
-            .all(|source| self.input_place(source, "input").is_ok());
-        if !sources_ready {
+        if !self.sources_ready(obj) {
             return Ok(true);
         }
-        let now = Timestamp::now();
-        self.deadline = obj
-            .status
-            .as_ref()
-            .and_then(|s| s.expires_at.as_deref())
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .filter(|t| *t > now)
-            .unwrap_or(now);
-        let key = (self.ns.clone(), self.name.clone());
-        self.read_permit =
-            claimed.or_else(|| self.shared.reads.try_acquire_or_defer(&key, self.deadline));
+        self.deadline = plan::deadline_from_status(obj.status.as_ref(), Timestamp::now());
+        self.read_permit = claimed.or_else(|| {
+            self.shared
+                .reads
+                .try_acquire_or_defer(&self.key(), self.deadline)
+        });
         if self.read_permit.is_none() {
             return Ok(false);
         }
@@ -878,8 +869,7 @@ impl<'a> Reconcile<'a> {
             return true;
         };
         self.deadline = deadline;
-        let key = (self.ns.clone(), self.name.clone());
-        self.permit = self.shared.gate.try_acquire_or_defer(&key, deadline);
+        self.permit = self.shared.gate.try_acquire_or_defer(&self.key(), deadline);
         self.permit.is_some()
     }
 
@@ -900,9 +890,7 @@ impl<'a> Reconcile<'a> {
         // waits for the sources (while a large apply is under way, objects wait for their
         // service accounts through many reconciles, and these reads were most of the
         // operator's requests).
-        let sources_ready = [&spec.client_token, &spec.server_token]
-            .into_iter()
-            .all(|source| self.input_place(source, "input").is_ok());
+        let sources_ready = self.sources_ready(obj);
         let target = match target {
             None if sources_ready => self.secrets.get_opt(&spec.secret_name).await?,
             found => found,
@@ -1139,6 +1127,19 @@ impl<'a> Reconcile<'a> {
             accounts,
         });
         Ok(value)
+    }
+
+    /// This object's place in the gates' queues.
+    fn key(&self) -> Key {
+        (self.ns.clone(), self.name.clone())
+    }
+
+    /// Whether both inputs have a place to be read from (a source account that is not ready
+    /// has none yet).
+    fn sources_ready(&self, obj: &GebetaAccessToken) -> bool {
+        [&obj.spec.client_token, &obj.spec.server_token]
+            .into_iter()
+            .all(|source| self.input_place(source, "input").is_ok())
     }
 
     /// The inputs last read, if no watch event touched them since and the spec is the same.

@@ -202,19 +202,14 @@ impl DeadlineGate {
             inner.free -= 1;
             return Some(Permit { gate: self.clone() });
         }
-        let place = match inner.deferred.get(key).copied() {
+        let (seq, since) = match inner.deferred.get(key).copied() {
             Some(place) if place.0 <= deadline => return None,
-            Some(place) => {
-                let waiter = inner.waiting.remove(&place);
-                (place.1, waiter.map(|w| w.since))
-            }
+            Some(place) => (place.1, inner.waiting.remove(&place).map(|w| w.since)),
             None => {
-                let seq = inner.next_seq;
                 inner.next_seq += 1;
-                (seq, None)
+                (inner.next_seq - 1, None)
             }
         };
-        let (seq, since) = place;
         inner.deferred.insert(key.clone(), (deadline, seq));
         inner.waiting.insert(
             (deadline, seq),

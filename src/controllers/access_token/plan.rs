@@ -214,7 +214,19 @@ pub fn due_from_status(
         .as_deref()
         .and_then(|t| t.parse::<Timestamp>().ok())
         .is_some_and(|t| t <= now);
-    (requested || planned || expires <= now).then_some(if expires > now { expires } else { now })
+    (requested || planned || expires <= now).then_some(expires.max(now))
+}
+
+/// The deadline of an object's work judged from its last status: its token's expiry, or now
+/// when the status names no valid token.
+pub fn deadline_from_status(
+    status: Option<&crate::crd::GebetaAccessTokenStatus>,
+    now: Timestamp,
+) -> Timestamp {
+    status
+        .and_then(|s| s.expires_at.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map_or(now, |expires| expires.max(now))
 }
 
 #[cfg(test)]
@@ -494,6 +506,26 @@ mod tests {
         });
         assert_eq!((ok, r), (false, reason::SUSPENDED));
     }
+    #[test]
+    fn the_deadline_from_status_is_the_expiry_of_a_valid_token_or_now() {
+        let now = at(T0 + 100);
+        let expiring = |expires: i64| crate::crd::GebetaAccessTokenStatus {
+            expires_at: Some(format_time(at(expires))),
+            ..Default::default()
+        };
+        assert_eq!(
+            deadline_from_status(Some(&expiring(T0 + 300)), now),
+            at(T0 + 300)
+        );
+        assert_eq!(deadline_from_status(Some(&expiring(T0 + 50)), now), now);
+        let unreadable = crate::crd::GebetaAccessTokenStatus {
+            expires_at: Some("soon".into()),
+            ..Default::default()
+        };
+        assert_eq!(deadline_from_status(Some(&unreadable), now), now);
+        assert_eq!(deadline_from_status(None, now), now);
+    }
+
     #[test]
     fn due_from_status_names_the_deadline_of_likely_calls_only() {
         let status = |expires: i64, next: Option<i64>, observed: Option<&str>| {
