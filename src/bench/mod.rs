@@ -3,6 +3,7 @@
 //! ([`observe`]), and sample summaries ([`stats`]); a run's time series ([`timeline`]) and its
 //! SVG plots ([`plot`]).
 
+mod ceiling;
 pub mod objects;
 pub mod observe;
 pub mod overload;

@@ -39,6 +39,7 @@ use kube::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::ceiling::{self, CeilingReport};
 use super::overload::{self, OverloadReport};
 use super::{
     objects::{self, BENCH_LABEL},
@@ -321,36 +322,19 @@ pub struct RefreshReport {
     /// how much of what the API server can take the operator turns into tokens.
     #[serde(default)]
     pub sustained_ceiling_ratio: Option<f64>,
+    /// Tokens/s (whole window, then once annotated) ÷ the tokens/s whose own writes the API
+    /// server takes (`CeilingReport::token_writes_per_second`), scaled by writes per token ÷ 2
+    /// (the probe makes two): the same figures against a ceiling a perfect operator could
+    /// reach (absent from earlier reports).
+    #[serde(default)]
+    pub token_writes_ratio: Option<f64>,
+    #[serde(default)]
+    pub sustained_token_writes_ratio: Option<f64>,
     /// Each scheduled replacement (those `margin_seconds` summarises) as `[seen at, margin]`:
     /// seconds from the run's start, seconds left on the old token (absent from reports made
     /// before plots).
     #[serde(default)]
     pub margins: Vec<[f64; 2]>,
-}
-
-/// The API server's write ceiling, probed in the same run.
-#[derive(Serialize, Deserialize, Debug, Clone, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct CeilingReport {
-    /// Secret patches (server-side apply) per second from the bench's client at
-    /// `--concurrency`, before the operator starts.
-    pub secret_patches_per_second: f64,
-    /// Patches the probe made (600 in reports made before probes ran for a fixed time).
-    pub patches: u64,
-    /// The same probe right before the refresh phase, with the operator running idle and
-    /// every watch open, as during the refresh burst (absent from earlier reports). The
-    /// ratio is taken against this one: the first probe, on an API server just started,
-    /// varied between 138 and 663 patches/s from run to run on this machine.
-    #[serde(default)]
-    pub before_refresh: Option<f64>,
-}
-
-impl CeilingReport {
-    /// The probe the ratio is taken against.
-    pub fn for_ratio(&self) -> f64 {
-        self.before_refresh
-            .unwrap_or(self.secret_patches_per_second)
-    }
 }
 
 /// (6) Restart.
@@ -589,7 +573,7 @@ impl Plan {
 }
 
 /// Runs `f` over `items` with at most `concurrency` at once; the first error stops the run.
-async fn for_each_bounded<T, F, Fut>(
+pub(super) async fn for_each_bounded<T, F, Fut>(
     items: Vec<T>,
     concurrency: usize,
     f: F,
@@ -631,7 +615,11 @@ where
     }
 }
 
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> Result<T, BenchError>
+pub(super) async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    probe: F,
+) -> Result<T, BenchError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -962,7 +950,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     .await?;
 
     say("probing the API server's write ceiling (Secret patches per second)");
-    let mut ceiling = write_ceiling(&client, args.concurrency).await?;
+    let mut ceiling = ceiling::secret_patches(&client, SYSTEM_NS, args.concurrency).await?;
     say(format!(
         "  {:.0} Secret patches/s",
         ceiling.secret_patches_per_second
@@ -1287,12 +1275,23 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
 
     // ---- (5) refresh --------------------------------------------------------------------
     say("probing the write ceiling again, the operator idle with its watches open");
-    let again = write_ceiling(&client, args.concurrency).await?;
+    let again = ceiling::secret_patches(&client, SYSTEM_NS, args.concurrency).await?;
     ceiling.before_refresh = Some(again.secret_patches_per_second);
     say(format!(
         "  {:.0} Secret patches/s",
         again.secret_patches_per_second
     ));
+    say("probing the tokens per second whose own writes the API server takes (Secret + status)");
+    let token_spec = plan
+        .tokens
+        .first()
+        .map(|(_, gat)| serde_json::to_value(&gat.spec))
+        .transpose()?
+        .unwrap_or_default();
+    let token_writes =
+        ceiling::token_writes(&client, SYSTEM_NS, args.concurrency, token_spec).await?;
+    ceiling.token_writes_per_second = Some(token_writes);
+    say(format!("  {token_writes:.0} tokens/s"));
     let ttl = args.token_ttl;
     say(format!(
         "refresh phase: token lifetime {ttl}s, one requested refresh of every token, then {} lifetimes",
@@ -1400,6 +1399,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         writes_per_token
             .map(|w| (tokens_per_second * w / ceiling.for_ratio() * 100.0).round() / 100.0)
     };
+    let token_writes_ratio = |tokens_per_second: f64| {
+        ceiling::against_token_writes(tokens_per_second, writes_per_token?, &ceiling)
+    };
     let refresh = RefreshReport {
         lifetime_seconds: ttl,
         lifetimes_observed: args.lifetimes,
@@ -1435,6 +1437,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         annotate_seconds: Some(annotate_seconds),
         sustained_tokens_per_second,
         sustained_ceiling_ratio: sustained_tokens_per_second.and_then(ratio),
+        token_writes_ratio: token_writes_ratio(m as f64 / requested_done.as_secs_f64()),
+        sustained_token_writes_ratio: sustained_tokens_per_second.and_then(token_writes_ratio),
         margins: margin_points,
     };
     for (endpoint, ideal) in [
@@ -1593,76 +1597,6 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         ceiling: Some(ceiling),
         overload,
         timeline,
-    })
-}
-
-/// How long a write-ceiling probe patches. Probes of 600 patches (1.5–2 s) read 314 and 413
-/// patches/s minutes apart in one run, and in a 10,000-token burst the operator's write rate
-/// alternated between two levels every ~5 s: a probe spans such swings.
-const PROBE: Duration = Duration::from_secs(10);
-
-/// Measures how many Secret patches per second the API server takes from this client, for
-/// [`PROBE`]: Secrets in the system namespace applied again and again with a new value, at
-/// `concurrency` requests in flight, each (nearly always) to a Secret no other request in
-/// flight writes, as the operator writes each token's own Secret. (Earlier probes wrote 20
-/// Secrets at 64–128 in flight: the requests to one Secret conflicted and were retried in
-/// the API server, which understated the ceiling.)
-async fn write_ceiling(client: &Client, concurrency: usize) -> Result<CeilingReport, BenchError> {
-    let secrets = 2 * concurrency.max(1);
-    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), SYSTEM_NS);
-    let patch = |i: usize| {
-        serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": format!("write-probe-{}", i % secrets)},
-            "stringData": {"token": format!("probe-value-{i}")},
-        })
-    };
-    let params = PatchParams::apply("gebeta-bench").force();
-    // Patch number `i` applies a new value to probe Secret `i % secrets`.
-    let apply = |i: usize| {
-        let (api, params) = (api.clone(), params.clone());
-        async move {
-            api.patch(
-                &format!("write-probe-{}", i % secrets),
-                &params,
-                &Patch::Apply(patch(i)),
-            )
-            .await
-        }
-    };
-    // Created first, so the measured requests are all updates.
-    for_each_bounded((0..secrets).collect(), concurrency, |i| {
-        let applied = apply(i);
-        async move { applied.await.map(drop).map_err(Into::into) }
-    })
-    .await?;
-    let started = Instant::now();
-    let mut done = 0u64;
-    let mut requests = stream::iter(secrets..)
-        .take_while(|_| std::future::ready(started.elapsed() < PROBE))
-        .map(apply)
-        .buffer_unordered(concurrency.max(1));
-    while let Some(result) = requests.next().await {
-        result?;
-        done += 1;
-    }
-    let rate = done as f64 / started.elapsed().as_secs_f64();
-    // Best effort: a probe Secret left behind changes nothing the bench measures.
-    let _ = for_each_bounded((0..secrets).collect(), concurrency, |i| {
-        let api = api.clone();
-        async move {
-            api.delete(&format!("write-probe-{i}"), &Default::default())
-                .await
-                .map(drop)
-                .map_err(Into::into)
-        }
-    })
-    .await;
-    Ok(CeilingReport {
-        secret_patches_per_second: (rate * 10.0).round() / 10.0,
-        patches: done,
-        before_refresh: None,
     })
 }
 
@@ -1901,6 +1835,19 @@ pub fn render(report: &Report) -> String {
                 format_args!(
                     "{rate:.1} tokens/s = {ratio:.2} of the write ceiling, after the {annotating:.1}s \
                      the bench took to annotate every token (goal: >= 0.8)"
+                ),
+            );
+        }
+        if let (Some(tokens), Some(whole), Some(sustained)) = (
+            ceiling.token_writes_per_second,
+            rf.token_writes_ratio,
+            rf.sustained_token_writes_ratio,
+        ) {
+            t.row(
+                "  against a token's writes",
+                format_args!(
+                    "{whole:.2} whole window, {sustained:.2} once annotated, of the {tokens:.0} \
+                     tokens/s whose own writes (Secret + status apply) the API server takes"
                 ),
             );
         }
