@@ -106,7 +106,6 @@ where
 /// each token's own Secret. (Earlier probes wrote 20 Secrets at 64–128 in flight: the
 /// requests to one Secret conflicted and were retried in the API server, which understated
 /// the ceiling.)
-#[derive(Clone)]
 struct ProbeSecrets {
     api: Api<Secret>,
     count: usize,
@@ -206,6 +205,7 @@ pub async fn token_writes(
 
     let secrets = ProbeSecrets::new(client, namespace, concurrency);
     secrets.create_all(concurrency).await?;
+    let (tokens, secrets) = (&tokens, &secrets);
     let object = |i: usize| {
         let mut spec = spec.clone();
         spec["secretName"] = secrets.name(i).into();
@@ -217,13 +217,9 @@ pub async fn token_writes(
         })
     };
     for_each_bounded((0..secrets.count).collect(), concurrency, |i| {
-        let tokens = tokens.clone();
         let obj = object(i);
         async move {
-            let name = obj["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let name = secrets.name(i);
             tokens
                 .patch(&name, &apply_params(), &Patch::Apply(obj))
                 .await?;
@@ -232,7 +228,6 @@ pub async fn token_writes(
     })
     .await?;
     let step = |i: usize| {
-        let (tokens, secrets) = (tokens.clone(), secrets.clone());
         let patch = json!({
             "apiVersion": resource.api_version,
             "kind": resource.kind,
