@@ -504,7 +504,21 @@ fn tend_gates(
     });
 }
 
-async fn reconcile(obj: Arc<GebetaAccessToken>, shared: Arc<Shared>) -> Result<Action, Error> {
+/// Boxed: kube-runtime's runner keeps each running reconcile's future inline in a hash table
+/// that never shrinks, sized by the largest burst of reconciles at once (this controller sets
+/// no limit), and this future is about 5 KiB. Boxed, a slot is the box's pointer beside the
+/// runner's own wrapper, and the 5 KiB live only while the reconcile does.
+fn reconcile(
+    obj: Arc<GebetaAccessToken>,
+    shared: Arc<Shared>,
+) -> futures::future::BoxFuture<'static, Result<Action, Error>> {
+    Box::pin(reconcile_object(obj, shared))
+}
+
+async fn reconcile_object(
+    obj: Arc<GebetaAccessToken>,
+    shared: Arc<Shared>,
+) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();

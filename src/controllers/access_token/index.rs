@@ -11,10 +11,7 @@
 //! the index: a reconcile that read its inputs at epoch `e` may reuse them while the epoch is
 //! still `e`, so a refresh reads no input Secret from the API server.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::RwLock,
-};
+use std::{collections::HashMap, sync::RwLock};
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
@@ -29,10 +26,11 @@ pub struct Refs {
     pub accounts: Names,
 }
 
-/// A few names (an object depends on one to five), sorted and without repeats, in one small
-/// allocation. Every object keeps two `Refs` (here and with its remembered inputs); as
-/// `BTreeSet`s each set cost a 280-byte tree node even for one name (13 MiB at 10,000
-/// objects, measured with jemalloc's size-class statistics).
+/// A few names (an object depends on one to five; a Secret is used by one object or a few),
+/// sorted and without repeats, in one small allocation. Every object keeps two `Refs` (here
+/// and with its remembered inputs) and appears in the reverse maps under each name it uses;
+/// as `BTreeSet`s each set cost a 280-byte tree node even for one name (13 MiB at 10,000
+/// objects, measured with jemalloc's size-class statistics), as `HashSet`s a 128-byte table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Names(Vec<String>);
 
@@ -41,6 +39,16 @@ impl Names {
         if let Err(at) = self.0.binary_search(&name) {
             self.0.insert(at, name);
         }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Ok(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.0.remove(at);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, String> {
@@ -92,8 +100,8 @@ impl Refs {
 
 #[derive(Default)]
 struct Inner {
-    by_secret: HashMap<Key, HashSet<String>>,
-    by_account: HashMap<Key, HashSet<String>>,
+    by_secret: HashMap<Key, Names>,
+    by_account: HashMap<Key, Names>,
     refs: HashMap<Key, Refs>,
 }
 
@@ -244,11 +252,7 @@ impl RefIndex {
         objects
     }
 
-    fn refs(
-        map: &HashMap<Key, HashSet<String>>,
-        ns: &str,
-        name: &str,
-    ) -> Vec<ObjectRef<GebetaAccessToken>> {
+    fn refs(map: &HashMap<Key, Names>, ns: &str, name: &str) -> Vec<ObjectRef<GebetaAccessToken>> {
         map.get(&key(ns, name))
             .into_iter()
             .flatten()
@@ -292,6 +296,11 @@ mod tests {
         let mut other = Names::default();
         other.extend(["c", "0", "b", "a"].map(String::from));
         assert_eq!(names, other, "equal whatever the insertion order");
+        names.remove("b");
+        names.remove("x");
+        assert_eq!(names.iter().collect::<Vec<_>>(), ["0", "a", "c"]);
+        ["0", "a", "c"].iter().for_each(|n| names.remove(n));
+        assert!(names.is_empty());
     }
 
     fn gat(name: &str, client_secret: &str, account: &str) -> GebetaAccessToken {
