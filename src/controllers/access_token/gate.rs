@@ -198,6 +198,13 @@ impl DeadlineGate {
         deadline: Timestamp,
     ) -> Option<Permit> {
         let mut inner = self.lock();
+        // The key's turn came while this reconcile ran (it claimed before the turn came): the
+        // permit reserved for it is this reconcile's. Queuing the key again would let a later
+        // turn reserve a second permit under the same key, and one of the two would never be
+        // handed back.
+        if inner.reserved.remove(key).is_some() {
+            return Some(Permit { gate: self.clone() });
+        }
         if inner.free > 0 && inner.waiting.is_empty() {
             inner.free -= 1;
             return Some(Permit { gate: self.clone() });
@@ -268,6 +275,11 @@ impl DeadlineGate {
                         ..
                     }) => {
                         inner.deferred.remove(&key);
+                        // One reservation per key: a key holding one already needs no
+                        // second (its map entry could hold only one of the two).
+                        if inner.reserved.contains_key(&key) {
+                            continue;
+                        }
                         inner.reserved.insert(key.clone(), Instant::now());
                         Err(key)
                     }
@@ -623,6 +635,39 @@ mod tests {
         gate.forget(&key("gone-late"));
         assert_eq!(*triggered.lock().unwrap(), ["gone-late", "b"]);
         assert!(gate.claim(&key("b")).is_some());
+    }
+
+    /// A reconcile that started before its key's turn came (so its claim found nothing) and
+    /// then asks for a permit takes the one reserved for the key; queuing the key again let a
+    /// second turn reserve another permit under the same key, and one was never handed back.
+    #[test]
+    fn a_turn_that_comes_during_a_running_reconcile_reserves_one_permit_for_it() {
+        let (gate, triggered) = deferring(2);
+        let a = gate.try_acquire_or_defer(&key("a"), at(0)).unwrap();
+        let b = gate.try_acquire_or_defer(&key("b"), at(0)).unwrap();
+        assert!(gate.try_acquire_or_defer(&key("x"), at(5)).is_none());
+        // A second reconcile of x starts (an input changed): nothing is reserved yet.
+        assert!(gate.claim(&key("x")).is_none());
+        drop(a);
+        assert_eq!(*triggered.lock().unwrap(), ["x"]);
+        let running = gate
+            .try_acquire_or_defer(&key("x"), at(5))
+            .expect("the permit reserved for x");
+        drop(b);
+        // The reconcile the turn triggered finds the permit taken.
+        assert!(gate.claim(&key("x")).is_none());
+        drop(running);
+        assert_eq!(*triggered.lock().unwrap(), ["x"]);
+        let all: Vec<_> = ["c", "d"]
+            .iter()
+            .map(|k| gate.try_acquire_or_defer(&key(k), at(0)))
+            .collect();
+        assert!(
+            all.iter().all(Option::is_some),
+            "both permits are back: {:?}",
+            all.iter().map(Option::is_some).collect::<Vec<_>>()
+        );
+        assert_eq!(gate.backlog(), Backlog::default());
     }
 
     #[test]
