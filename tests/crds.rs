@@ -174,7 +174,7 @@ async fn valid_objects_are_accepted_and_read_back_with_defaults() {
         .unwrap();
     assert_eq!(typed.spec.scopes.len(), 2);
     assert_eq!(
-        typed.spec.effective_deletion_policy(),
+        typed.effective_deletion_policy(),
         gebeta_operator::crd::DeletionPolicy::Delete,
         "accounts the operator creates are deleted with their object by default"
     );
@@ -258,6 +258,81 @@ async fn platform_and_is_admin_are_immutable() {
         .await
         .unwrap();
     assert_eq!(patched.data["spec"]["description"], "renamed");
+}
+
+/// Whether `accountId` is set decides the default deletion policy (Orphan for an adopted
+/// account): a rule on the optional field itself does not run when it is removed or added, so
+/// the spec carries one that does.
+#[tokio::test]
+async fn account_id_and_token_secret_name_are_not_added_or_removed() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crd-adopted").await;
+    let api = gsa_api(&client, &ns);
+    let pp = PostParams::default();
+    let mut adopted = valid_account();
+    adopted["accountId"] = json!("acct-of-another-team");
+    adopted["tokenSecretName"] = json!("kept");
+    api.create(&pp, &object("GebetaServiceAccount", "adopted", adopted))
+        .await
+        .unwrap();
+    api.create(
+        &pp,
+        &object("GebetaServiceAccount", "created", valid_account()),
+    )
+    .await
+    .unwrap();
+    let patch = PatchParams::default();
+    let remove = |path: &str| {
+        Patch::Json::<()>(serde_json::from_value(json!([{"op": "remove", "path": path}])).unwrap())
+    };
+    assert_rejected(
+        api.patch("adopted", &patch, &remove("/spec/accountId"))
+            .await,
+        "accountId cannot be added or removed",
+    );
+    assert_rejected(
+        api.patch("adopted", &patch, &remove("/spec/tokenSecretName"))
+            .await,
+        "tokenSecretName cannot be removed once set",
+    );
+    assert_rejected(
+        api.patch(
+            "created",
+            &patch,
+            &Patch::Merge(json!({"spec": {"accountId": "acct-of-another-team"}})),
+        )
+        .await,
+        "accountId cannot be added or removed",
+    );
+    assert_rejected(
+        api.patch(
+            "adopted",
+            &patch,
+            &Patch::Merge(json!({"spec": {"accountId": "another"}})),
+        )
+        .await,
+        "accountId is immutable",
+    );
+    let kept: GebetaServiceAccount = Api::namespaced(client.clone(), &ns)
+        .get("adopted")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.spec.account_id.as_deref(),
+        Some("acct-of-another-team")
+    );
+    assert_eq!(
+        kept.effective_deletion_policy(),
+        gebeta_operator::crd::DeletionPolicy::Orphan
+    );
+    // Setting a tokenSecretName later stays allowed.
+    api.patch(
+        "created",
+        &patch,
+        &Patch::Merge(json!({"spec": {"tokenSecretName": "named-later"}})),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

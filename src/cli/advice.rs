@@ -103,7 +103,7 @@ pub const TABLE: &[Advice] = &[
     line(
         Gsa,
         reason::ACCOUNT_MANAGED_ELSEWHERE,
-        "another GebetaServiceAccount created this account: remove spec.accountId, or delete the other object first",
+        "another GebetaServiceAccount created this account: delete this object (it leaves the account alone), or delete the other object first",
     ),
     line(
         Gsa,

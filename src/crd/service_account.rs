@@ -10,6 +10,17 @@ use crate::gebeta::model::{AccountState, Platform, Scope};
 /// the operator appends (see `controllers::service_account::marker`).
 pub const MAX_DESCRIPTION_LEN: usize = 200;
 
+/// CEL, on the spec: `accountId` is neither added nor removed. On the spec because a rule on an
+/// optional field does not run when the field is added or removed, and whether it is set
+/// decides the default deletion policy: removing it would turn an adopted account's `Orphan`
+/// into `Delete`.
+const ACCOUNT_ID_FIXED: &str = "has(self.accountId) == has(oldSelf.accountId)";
+const ACCOUNT_ID_FIXED_MESSAGE: &str = "accountId cannot be added or removed: delete and recreate the GebetaServiceAccount to adopt an account or to stop adopting one";
+/// CEL, on the spec: `tokenSecretName` once set stays set (removing it would move the token to
+/// the default name and leave the old Secret behind).
+const TOKEN_SECRET_NAME_KEPT: &str = "has(self.tokenSecretName) || !has(oldSelf.tokenSecretName)";
+const TOKEN_SECRET_NAME_KEPT_MESSAGE: &str = "tokenSecretName cannot be removed once set";
+
 /// Desired state of a Gebeta service account.
 // Each printcolumn(...) repeats name/type_/json_path keys, which clippy mistakes for duplicates.
 #[allow(clippy::duplicated_attributes)]
@@ -55,6 +66,8 @@ pub const MAX_DESCRIPTION_LEN: usize = 200;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(ACCOUNT_ID_FIXED).message(ACCOUNT_ID_FIXED_MESSAGE).field_path(".accountId"))]
+#[x_kube(validation = Rule::new(TOKEN_SECRET_NAME_KEPT).message(TOKEN_SECRET_NAME_KEPT_MESSAGE).field_path(".tokenSecretName"))]
 pub struct GebetaServiceAccountSpec {
     /// Platform the account is issued for. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("platform is immutable"))]
@@ -135,16 +148,18 @@ pub struct RotationSchedule {
     pub grace_period: Option<String>,
 }
 
-impl GebetaServiceAccountSpec {
+impl GebetaServiceAccount {
     /// The deletion policy in force: the spec's, else `Orphan` for an adopted account and
-    /// `Delete` for one the operator creates.
+    /// `Delete` for one the operator creates. Adopted is what the spec asks for or what the
+    /// status recorded, so an account adopted once is never deleted by default.
     pub fn effective_deletion_policy(&self) -> DeletionPolicy {
-        self.deletion_policy
-            .unwrap_or(if self.account_id.is_some() {
-                DeletionPolicy::Orphan
-            } else {
-                DeletionPolicy::Delete
-            })
+        let adopted =
+            self.spec.account_id.is_some() || self.status.as_ref().is_some_and(|s| s.adopted);
+        self.spec.deletion_policy.unwrap_or(if adopted {
+            DeletionPolicy::Orphan
+        } else {
+            DeletionPolicy::Delete
+        })
     }
 }
 
@@ -248,4 +263,52 @@ fn nullable_enum<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> 
         "nullable": true,
         "enum": values,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(account_id: Option<&str>, adopted: bool) -> GebetaServiceAccount {
+        let mut gsa = GebetaServiceAccount::new(
+            "a",
+            GebetaServiceAccountSpec {
+                platform: Platform::Web,
+                is_admin: false,
+                description: String::new(),
+                scopes: vec![],
+                suspended: false,
+                deletion_policy: None,
+                token_secret_name: None,
+                account_id: account_id.map(Into::into),
+                user_token_secret_ref: None,
+                rotation: None,
+            },
+        );
+        gsa.status = Some(GebetaServiceAccountStatus {
+            adopted,
+            ..Default::default()
+        });
+        gsa
+    }
+
+    #[test]
+    fn an_account_adopted_once_is_orphaned_by_default_whatever_the_spec_says_now() {
+        assert_eq!(
+            account(None, false).effective_deletion_policy(),
+            DeletionPolicy::Delete
+        );
+        assert_eq!(
+            account(Some("x"), false).effective_deletion_policy(),
+            DeletionPolicy::Orphan
+        );
+        assert_eq!(
+            account(None, true).effective_deletion_policy(),
+            DeletionPolicy::Orphan,
+            "the status remembers the adoption"
+        );
+        let mut explicit = account(None, true);
+        explicit.spec.deletion_policy = Some(DeletionPolicy::Delete);
+        assert_eq!(explicit.effective_deletion_policy(), DeletionPolicy::Delete);
+    }
 }

@@ -1227,7 +1227,7 @@ fn refuse_foreign_account(
             reason::ACCOUNT_MANAGED_ELSEWHERE,
             format!(
                 "account {} is managed by another GebetaServiceAccount (UID {owner}); one \
-                 account has one owner: remove spec.accountId from this object, or delete the \
+                 account has one owner: delete this object (it leaves the account alone), or delete the \
                  other object first",
                 account.id
             ),
@@ -1239,7 +1239,7 @@ fn refuse_foreign_account(
                 reason::ACCOUNT_MANAGED_ELSEWHERE,
                 format!(
                     "account {} is already adopted by GebetaServiceAccount {first}; one account \
-                     has one owner: remove spec.accountId from this object, or delete the other \
+                     has one owner: delete this object (it leaves the account alone), or delete the other \
                      object first",
                     account.id
                 ),
@@ -1263,7 +1263,7 @@ async fn retire_replaced(
     }
     while let Some(id) = status.retiring.first().cloned() {
         if status.account_id.as_ref() != Some(&id) {
-            retire(ctx, user, &id, gsa.spec.effective_deletion_policy())
+            retire(ctx, user, &id, gsa.effective_deletion_policy())
                 .await
                 .map_err(|f| {
                     ctx.metrics.retire_failed();
@@ -1284,7 +1284,7 @@ async fn retire_replaced(
                 "Rotate",
                 format!(
                     "replaced account {id} retired (deletionPolicy {:?})",
-                    gsa.spec.effective_deletion_policy()
+                    gsa.effective_deletion_policy()
                 ),
             )
             .await;
@@ -1381,7 +1381,7 @@ async fn cleanup(
         rec.forget(&uid);
         return Ok(Action::await_change());
     }
-    let policy = gsa.spec.effective_deletion_policy();
+    let policy = gsa.effective_deletion_policy();
     if policy == DeletionPolicy::Orphan
         || (status.account_id.is_none()
             && status.pending_creation.is_none()
