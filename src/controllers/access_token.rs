@@ -1659,14 +1659,26 @@ pub fn validate(
             .is_some_and(|latest| *exp <= latest)
     };
     let exp = claims.expires_at();
-    if exp.is_some_and(|e| !believable(&e)) {
+    if let Some(exp) = exp.filter(|e| !believable(e)) {
         tracing::warn!(
             max_lifetime = ?max_lifetime,
             "the API answered an access token valid for longer than the longest lifetime \
              believed; planning with the default lifetime"
         );
-        return TokenTimes::received(None, None, received, default_lifetime)
-            .ok_or_else(|| invalid("the default token lifetime is zero".into()));
+        // Not believed as a lifetime, but still a bound: the token is never taken to live past
+        // its own `exp` (an `iat` far in the past makes a near `exp` look absurd), and one
+        // already expired is never written.
+        let default_expiry = SignedDuration::try_from(default_lifetime)
+            .ok()
+            .and_then(|l| received.checked_add(l).ok())
+            .ok_or_else(|| invalid("the default token lifetime is out of range".into()))?;
+        return TokenTimes::received(
+            Some(exp.min(default_expiry)),
+            None,
+            received,
+            default_lifetime,
+        )
+        .ok_or_else(|| invalid("the API answered an access token that is already expired".into()));
     }
     TokenTimes::received(exp, claims.issued_at(), received, default_lifetime)
         .ok_or_else(|| invalid("the API answered an access token that is already expired".into()))
@@ -1744,11 +1756,20 @@ mod tests {
         // Just within the limit: believed.
         let long = times(r#"{"iat":1800000000,"exp":1802592000}"#);
         assert_eq!(long.lifetime(), month);
+        // Issued 40 days ago (a clock far behind): the lifetime is not believed, but the token
+        // still expires at its `exp`, ten minutes from now, not an hour from now.
+        let old_iat = times(r#"{"iat":1796544000,"exp":1800000600}"#);
+        assert_eq!(old_iat.expires_at.as_second(), 1_800_000_600);
+        assert_eq!(old_iat.issued_at, now);
         for (token, what) in [
             ("", "empty"),
             ("not-a-jwt-secret-value", "unusable"),
             (
                 &jwt(r#"{"iat":1799990000,"exp":1799999999}"#),
+                "already expired",
+            ),
+            (
+                &jwt(r#"{"iat":1796544000,"exp":1799999999}"#),
                 "already expired",
             ),
         ] {
