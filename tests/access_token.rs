@@ -1121,6 +1121,117 @@ async fn foreign_secret_is_a_conflict_and_left_alone() {
     assert_eq!(ours.owner_references()[0].name, "maps");
 }
 
+/// A token Secret write the API server refuses is reported (status and an event, reason
+/// `SecretWriteFailed`) without a new Gebeta call per retry, and the report goes with the first
+/// write that succeeds: it is applied like every status write, so the next apply clears it (a
+/// merge patch left it owned by another entry of ours, in status for good).
+#[tokio::test]
+async fn a_refused_secret_write_is_reported_then_cleared_once_written() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    const LABEL: &str = "test.example.com/refuse-writes";
+    const REFUSAL: &str = "refused by the test";
+    let mut f = Fixture::new("gat-refused-write", 60, false).await;
+    let name = format!("{}-refuse-secrets", f.ns);
+    let pp = PostParams::default();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(f.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(f.client.clone());
+    let policy = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"],
+            }]},
+            "validations": [{"expression": "false", "message": REFUSAL}],
+        }
+    });
+    policies
+        .create(&pp, &serde_json::from_value(policy).unwrap())
+        .await
+        .unwrap();
+    let binding = json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.ns}},
+                "objectSelector": {"matchLabels": {LABEL: "yes"}},
+            },
+        }
+    });
+    bindings
+        .create(&pp, &serde_json::from_value(binding).unwrap())
+        .await
+        .unwrap();
+    let secrets = f.secrets();
+    support::eventually(DEADLINE, "the policy refuses labelled Secrets", || {
+        let secrets = secrets.clone();
+        async move {
+            let probe: Secret = serde_json::from_value(
+                json!({"metadata": {"name": "probe", "labels": {LABEL: "yes"}}}),
+            )
+            .unwrap();
+            match secrets.create(&PostParams::default(), &probe).await {
+                Err(kube::Error::Api(s)) if s.message.contains(REFUSAL) => Some(()),
+                Ok(_) => {
+                    let _ = secrets.delete("probe", &DeleteParams::default()).await;
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+
+    f.start();
+    let mut spec = Fixture::spec("maps-token");
+    spec["secretTemplate"] = json!({"labels": {LABEL: "yes"}});
+    f.create("maps", spec).await;
+    let gats = f.gats();
+    let failed = support::eventually(DEADLINE, "SecretWriteFailed in status", || {
+        let gats = gats.clone();
+        async move {
+            let status = gats.get("maps").await.ok()?.status?;
+            (status.last_failure_reason.as_deref() == Some("SecretWriteFailed")).then_some(status)
+        }
+    })
+    .await;
+    let message = failed.last_failure_message.unwrap_or_default();
+    assert!(message.contains("without a new call"), "{message}");
+    assert!(
+        message.contains(REFUSAL) && !message.contains("Status {"),
+        "the API server's message, not a dump of its answer: {message}"
+    );
+    let event = f.wait_event("maps", "SecretWriteFailed").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(secrets.get_opt("maps-token").await.unwrap().is_none());
+
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let status = f.wait_ready("maps").await;
+    assert_eq!(
+        (status.last_failure_reason, status.last_failure_message),
+        (None, None),
+        "the write failure is over"
+    );
+    assert!(f.token("maps-token").await.is_some());
+    assert_eq!(
+        (f.sim.calls("auth"), f.sim.calls("refresh")),
+        (1, 0),
+        "the answer waited in memory: one call for every attempt to store it"
+    );
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn rollout_restart_once_per_new_token() {
     let mut f = Fixture::new("gat-rollout", 3, false).await;

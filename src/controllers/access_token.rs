@@ -147,7 +147,7 @@ const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 /// Errors that end a reconcile early; retried with backoff by [`error_policy`].
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", crate::controllers::describe_kube_error(.0))]
     Kube(#[from] kube::Error),
 }
 
@@ -1441,23 +1441,21 @@ impl<'a> Reconcile<'a> {
             "the Gebeta API answered but storing the answer failed ({err}); it is written at \
              the next attempt, without a new call"
         );
-        let patch = Patch::Merge(serde_json::json!({
-            "status": {
-                "lastFailureReason": reason::SECRET_WRITE_FAILED,
-                "lastFailureMessage": message,
-            }
-        }));
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
+        // Applied like every other status write: a merge patch would leave these two fields
+        // owned by an update entry of ours, which a later apply that omits them cannot clear.
+        let status = GebetaAccessTokenStatus {
+            last_failure_reason: Some(reason::SECRET_WRITE_FAILED.into()),
+            last_failure_message: Some(message.clone()),
+            ..prev
         };
-        if let Ok(written) = self.api.patch_status(&self.name, &params, &patch).await {
-            self.ctx().own_writes.record_over(
-                &self.state.uid,
-                obj.resource_version().as_deref(),
-                written.resource_version().as_deref(),
-            );
-        }
+        let before = obj.resource_version();
+        let _ = Box::pin(self.shared.ctx.write_status(
+            &self.api,
+            &self.name,
+            before.as_deref(),
+            &status,
+        ))
+        .await;
         self.ctx()
             .event(
                 &obj.object_ref(&()),

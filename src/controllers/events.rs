@@ -32,6 +32,23 @@ pub const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
 /// Closed series are dropped at most this often, on a publish.
 pub const SWEEP_EVERY: SignedDuration = SignedDuration::from_secs(30);
 
+/// The longest event note the API server accepts (`events.k8s.io/v1`: 1 KiB); a longer one
+/// gets the whole event refused.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE_BYTES`] at a character boundary, marked with an ellipsis when cut.
+fn fit_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_string();
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_NOTE_BYTES - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
+}
+
 /// Publishes events for the whole operator (both controllers share one).
 pub struct EventPublisher {
     client: Client,
@@ -97,7 +114,7 @@ impl EventPublisher {
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),
             related: ev.secondary.clone(),
-            note: ev.note.clone(),
+            note: ev.note.as_deref().map(fit_note),
             metadata: ObjectMeta {
                 namespace: regarding.namespace.clone(),
                 name: Some(format!(
@@ -264,6 +281,19 @@ mod tests {
         // Six minutes after the last repeat, not after the first event.
         assert_eq!(cache.repeat(key, at(60 + 359)).map(|r| r.count), Some(3));
         assert_eq!(cache.repeat(key, at(60 + 360)), None);
+    }
+
+    #[test]
+    fn notes_fit_the_api_servers_limit_and_are_cut_at_a_character_boundary() {
+        assert_eq!(fit_note("short"), "short");
+        let exact = "a".repeat(MAX_NOTE_BYTES);
+        assert_eq!(fit_note(&exact), exact);
+        // Two-byte characters with the limit falling inside one.
+        let long = format!("a{}", "é".repeat(MAX_NOTE_BYTES));
+        let cut = fit_note(&long);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
+        assert!(cut.len() > MAX_NOTE_BYTES - 8);
+        assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
     }
 
     #[test]

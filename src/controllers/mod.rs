@@ -256,6 +256,16 @@ where
     Controller::for_stream(relist::settled_touched(events, reader.clone()), reader)
 }
 
+/// A Kubernetes error as status messages and event notes show it: the API server's own message
+/// and code, not the `Debug` dump of its `Status` (which doubled the text and pushed event notes
+/// past the API server's 1 KiB limit, so the event was refused).
+pub fn describe_kube_error(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => format!("{} (HTTP {})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
 /// Leaves out of a cached object what no controller reads: `managedFields` (the fields every
 /// manager owns), labels (selection happens in the API server) and annotations other than the
 /// operator's (under [`OPERATOR_DOMAIN`], the ones the controllers read), which are replaced by

@@ -87,7 +87,7 @@ const CONTROLLER: &str = "service_account";
 /// are reported in status instead and never reach here.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes API error: {0}")]
+    #[error("kubernetes API error: {}", crate::controllers::describe_kube_error(.0))]
     Kube(#[from] kube::Error),
     #[error("upstream cleanup failed: {0}")]
     Cleanup(String),
@@ -140,7 +140,10 @@ impl Failure {
 
 impl From<kube::Error> for Failure {
     fn from(err: kube::Error) -> Self {
-        Failure::new(reason::KUBERNETES_ERROR, err.to_string())
+        Failure::new(
+            reason::KUBERNETES_ERROR,
+            crate::controllers::describe_kube_error(&err),
+        )
     }
 }
 
