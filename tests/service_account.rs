@@ -1056,6 +1056,45 @@ async fn a_rotation_finishes_retiring_across_failures_and_restarts() {
     f.wait_event("RetireFailed").await;
 }
 
+/// A rotation whose create reached Gebeta but whose answer was lost: recovery deletes the
+/// account whose token was never stored, and the rotation creates again. It used to count the
+/// still-current account as retired and report the rotation done with the old account (and
+/// its perhaps leaked token) still in use.
+#[tokio::test]
+async fn a_rotation_whose_create_was_lost_creates_again() {
+    let f = Fixture::new("gsa-rotate-lost").await;
+    f.create("acct", web_account("rotate-lost")).await;
+    let first = f.wait_ready("acct").await.account_id.unwrap();
+    let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
+    f.sim.inject("create_account", Fault::DropAfterCreate, 1);
+    f.annotate("acct", ROTATE_ANNOTATION, "1").await;
+    let status = support::eventually(DEADLINE, "the rotation finishes", || {
+        let api = f.gsas();
+        async move {
+            let status = api.get("acct").await.ok()?.status?;
+            (status.observed_rotation.as_deref() == Some("1")).then_some(status)
+        }
+    })
+    .await;
+    let current = status.account_id.clone().unwrap();
+    assert_ne!(current, first, "the rotation replaced the account");
+    assert!(status.retiring.is_empty());
+    assert!(
+        f.sim.account(&first).is_none(),
+        "no grace period, deletionPolicy Delete: the replaced account is gone"
+    );
+    assert_eq!(f.token_of("acct").await.0, current);
+    let live = f.marked_accounts(&uid);
+    assert_eq!(live.len(), 1, "exactly one live account: {live:?}");
+    assert_eq!(live[0].id, current);
+    assert_eq!(
+        f.sim.calls("create_account"),
+        3,
+        "the first account, the lost one, its replacement"
+    );
+    f.wait_event("OrphanDeleted").await;
+}
+
 /// The operator's default user token serves only the namespaces the admin allows: the same
 /// object elsewhere is refused with a clear reason, and the operator makes no Gebeta call
 /// for it.

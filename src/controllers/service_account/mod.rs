@@ -782,6 +782,15 @@ async fn sync(
             }
         }
     } else if !status.retiring.is_empty() {
+        // A rotation no longer asked for may have left the current account recorded as
+        // replaced before its replacement existed: it is not replaced, and not retired.
+        if let Some(current) = status.account_id.clone()
+            && status.retiring.contains(&current)
+        {
+            status.retiring.retain(|r| *r != current);
+            status.rotation_in_progress = None;
+            write_status(api, ctx, gsa, status).await?;
+        }
         waiting = retire_replaced(gsa, api, ctx, &user, status).await?;
     }
 
@@ -1264,35 +1273,41 @@ async fn retire_replaced(
     if let Some(waiting) = grace(gsa, ctx, status).await? {
         return Ok(Some(waiting));
     }
-    while let Some(id) = status.retiring.first().cloned() {
-        if status.account_id.as_ref() != Some(&id) {
-            retire(ctx, user, &id, gsa.effective_deletion_policy())
-                .await
-                .map_err(|f| {
-                    ctx.metrics.retire_failed();
-                    Failure {
-                        reason: reason::RETIRE_FAILED,
-                        message: format!(
-                            "account {id} was replaced but is not retired yet ({}); it stays \
-                             usable until this succeeds",
-                            f.message
-                        ),
-                        retry_after: f.retry_after,
-                    }
-                })?;
-            ctx.event(
-                &object_ref(gsa),
-                EventType::Normal,
-                reason::RETIRED,
-                "Rotate",
-                format!(
-                    "replaced account {id} retired (deletionPolicy {:?})",
-                    gsa.effective_deletion_policy()
-                ),
-            )
-            .await;
-        }
-        status.retiring.remove(0);
+    // The current account is in `retiring` only while its rotation has not made the
+    // replacement yet (an interrupted create that recovery undid): it stays there, so that the
+    // rotation creates again instead of finishing with the old account still in use.
+    while let Some(id) = status
+        .retiring
+        .iter()
+        .find(|id| status.account_id.as_ref() != Some(*id))
+        .cloned()
+    {
+        retire(ctx, user, &id, gsa.effective_deletion_policy())
+            .await
+            .map_err(|f| {
+                ctx.metrics.retire_failed();
+                Failure {
+                    reason: reason::RETIRE_FAILED,
+                    message: format!(
+                        "account {id} was replaced but is not retired yet ({}); it stays \
+                         usable until this succeeds",
+                        f.message
+                    ),
+                    retry_after: f.retry_after,
+                }
+            })?;
+        ctx.event(
+            &object_ref(gsa),
+            EventType::Normal,
+            reason::RETIRED,
+            "Rotate",
+            format!(
+                "replaced account {id} retired (deletionPolicy {:?})",
+                gsa.effective_deletion_policy()
+            ),
+        )
+        .await;
+        status.retiring.retain(|r| *r != id);
         if status.retiring.is_empty() {
             status.retire_after = None;
         }
