@@ -1360,6 +1360,36 @@ async fn manual_refresh_and_suspension() {
     assert_eq!((f.sim.calls("auth"), f.sim.calls("refresh")), (1, 2));
 }
 
+/// The refresh annotation is the tenant's: rewriting it in a loop gets one Gebeta call per
+/// `MIN_NUDGE_INTERVAL`, serving the latest value, not a call (and a permit of the shared
+/// deadline gate) per value.
+#[tokio::test]
+async fn a_loop_of_refresh_requests_makes_one_call_per_interval() {
+    let (f, _) = Fixture::with_ready_token("gat-nudge-loop", 60, false).await;
+    let started = std::time::Instant::now();
+    const REQUESTS: usize = 30;
+    for i in 0..REQUESTS {
+        f.merge(
+            "maps",
+            json!({"metadata": {"annotations": {REFRESH_ANNOTATION: format!("loop-{i}")}}}),
+        )
+        .await;
+    }
+    let asking = started.elapsed();
+    let last = format!("loop-{}", REQUESTS - 1);
+    f.wait_status("maps", "Ready", |s| {
+        s.observed_refresh_request.as_deref() == Some(last.as_str())
+    })
+    .await;
+    let calls = f.sim.calls("auth") + f.sim.calls("refresh") - 1;
+    let interval = gebeta_operator::controllers::access_token::plan::MIN_NUDGE_INTERVAL;
+    let allowed = 1 + (asking.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+    assert!(
+        calls <= allowed,
+        "{calls} calls for {REQUESTS} requests written in {asking:?} (at most {allowed})"
+    );
+}
+
 #[tokio::test]
 async fn noop_reconciles_write_nothing_and_deletion_cleans_up() {
     let (f, status) = Fixture::with_ready_token("gat-noop", 60, false).await;
@@ -1592,6 +1622,16 @@ async fn due_refreshes_are_served_earliest_expiry_first() {
     }
     let distinct: std::collections::BTreeSet<i64> = expiries.iter().map(|e| e.0).collect();
     assert_eq!(distinct.len(), N, "distinct expiries: {expiries:?}");
+    // A refresh request comes at most MIN_NUDGE_INTERVAL after an object's last call: wait
+    // until the last token's issue is that far behind, so that every request is due at once.
+    let interval = gebeta_operator::controllers::access_token::plan::MIN_NUDGE_INTERVAL;
+    let newest_issue = expiries.iter().map(|e| e.0).max().unwrap() - 300;
+    support::eventually(DEADLINE, "the last call a nudge interval ago", || {
+        std::future::ready(
+            (Timestamp::now().as_second() > newest_issue + interval.as_secs() as i64).then_some(()),
+        )
+    })
+    .await;
     let old: Vec<String> = {
         let mut tokens = Vec::new();
         for (_, name) in &expiries {

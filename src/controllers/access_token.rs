@@ -260,6 +260,10 @@ struct ObjState {
     retry_at: Option<Timestamp>,
     /// ...unless the inputs (fingerprint) or the manual refresh request changed since.
     retry_key: Option<Box<(Option<String>, Option<String>)>>,
+    /// No call before this time whatever changed: the API's `Retry-After`.
+    server_not_before: Option<Timestamp>,
+    /// The last Gebeta call (see [`plan::MIN_NUDGE_INTERVAL`]).
+    last_call: Option<Timestamp>,
     /// The last refresh timed out: it may have rotated the refresh token.
     refresh_outcome_unknown: bool,
     /// Consecutive reconciles that ended in an error.
@@ -874,7 +878,11 @@ impl<'a> Reconcile<'a> {
     /// owned Secrets: at 10,000 tokens ~12 KiB an object above the steady RSS).
     fn queue_if_due(&mut self, obj: &GebetaAccessToken, request: Option<&str>) -> bool {
         let now = Timestamp::now();
-        if self.permit.is_some() || self.state.retry_at.is_some_and(|r| r > now) {
+        let held = [self.state.retry_at, self.state.server_not_before]
+            .into_iter()
+            .flatten()
+            .any(|r| r > now);
+        if self.permit.is_some() || held {
             return true;
         }
         let Some(deadline) =
@@ -984,6 +992,8 @@ impl<'a> Reconcile<'a> {
             seed: schedule::jitter_seed(&uid),
             manual_request,
             retry_at,
+            server_not_before: self.state.server_not_before,
+            last_call: self.state.last_call,
             refresh_outcome_unknown: self.state.refresh_outcome_unknown,
         }
         .decide();
@@ -1032,6 +1042,8 @@ impl<'a> Reconcile<'a> {
                 self.state.failures = 0;
                 self.state.retry_at = None;
                 self.state.retry_key = None;
+                self.state.server_not_before = None;
+                self.state.last_call = Some(now);
                 self.state.expires_at = Some(new_times.expires_at);
                 fetched.times = Some(new_times);
                 fetched.token_present = true;
@@ -1066,6 +1078,9 @@ impl<'a> Reconcile<'a> {
                     .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
                     .ok();
                 self.state.retry_key = Some(Box::new(retry_key));
+                self.state.server_not_before =
+                    self.state.retry_at.filter(|_| retry_after.is_some());
+                self.state.last_call = Some(now);
                 Some(Exchanged::Failed {
                     problem,
                     retry_at: self.state.retry_at,

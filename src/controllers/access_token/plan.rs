@@ -13,6 +13,12 @@ pub use crate::controllers::reason;
 /// A refresh is due this much before its planned time (timer and clock granularity).
 const EARLY: Duration = Duration::from_millis(50);
 
+/// A call that only a manual refresh request or changed inputs ask for (not the schedule)
+/// comes at most this soon after the object's last call. Both are in the tenant's hands: a
+/// loop of new annotation values would otherwise make a Gebeta call each, each taking a permit
+/// other tenants' refreshes wait for.
+pub const MIN_NUDGE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The Gebeta call to make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -39,8 +45,13 @@ pub struct Situation<'a> {
     pub seed: u64,
     /// The `gebeta.app/refresh` annotation holds a value not acted on yet.
     pub manual_request: bool,
-    /// A failed attempt asked to wait until then.
+    /// A failed attempt asked to wait until then (for the same inputs and request).
     pub retry_at: Option<Timestamp>,
+    /// The API asked to wait until then (`Retry-After`): whatever changed since, no call
+    /// before.
+    pub server_not_before: Option<Timestamp>,
+    /// When this object last called the API (see [`MIN_NUDGE_INTERVAL`]).
+    pub last_call: Option<Timestamp>,
     /// The last refresh may have reached the server without its answer reaching us (a
     /// timeout): if refresh tokens rotate, the stored one is already dead, so the next call
     /// authenticates instead of spending a call on a refusal.
@@ -80,15 +91,26 @@ impl Situation<'_> {
     pub fn decide(&self) -> Decision {
         let refresh_at = self.refresh_at();
         let early = jiff::SignedDuration::try_from(EARLY).unwrap_or_default();
-        let due = match refresh_at {
+        let scheduled = match refresh_at {
             None => true,
             Some(at) => self.now.checked_add(early).unwrap_or(self.now) >= at,
-        } || self.manual_request
-            || self.inputs_changed();
+        };
+        let due = scheduled || self.manual_request || self.inputs_changed();
         if !due && let Some(at) = refresh_at {
             return Decision::Wait { refresh_at: at };
         }
-        if let Some(until) = self.retry_at.filter(|u| *u > self.now) {
+        let nudge_floor = (!scheduled)
+            .then(|| {
+                let interval = jiff::SignedDuration::try_from(MIN_NUDGE_INTERVAL).ok()?;
+                self.last_call?.checked_add(interval).ok()
+            })
+            .flatten();
+        let hold = [self.retry_at, self.server_not_before, nudge_floor]
+            .into_iter()
+            .flatten()
+            .filter(|u| *u > self.now)
+            .max();
+        if let Some(until) = hold {
             return Decision::BackOff { until };
         }
         let can_auth = self.fingerprint.is_some();
@@ -257,7 +279,76 @@ mod tests {
             seed: 0,
             manual_request: false,
             retry_at: None,
+            server_not_before: None,
+            last_call: None,
             refresh_outcome_unknown: false,
+        }
+    }
+
+    #[test]
+    fn calls_the_schedule_does_not_ask_for_keep_an_interval_after_the_last_call() {
+        let last = Some(at(T0 + 100));
+        // A manual request or new inputs right after a call wait out the interval...
+        for s in [
+            Situation {
+                manual_request: true,
+                last_call: last,
+                ..healthy(T0 + 103)
+            },
+            Situation {
+                fingerprint: Some("new"),
+                last_call: last,
+                ..healthy(T0 + 103)
+            },
+        ] {
+            assert_eq!(
+                s.decide(),
+                Decision::BackOff {
+                    until: at(T0 + 110)
+                }
+            );
+            assert_eq!(
+                Situation {
+                    now: at(T0 + 110),
+                    ..s.clone()
+                }
+                .decide(),
+                if s.manual_request {
+                    Decision::Call(Call::Refresh)
+                } else {
+                    Decision::Call(Call::Auth)
+                }
+            );
+        }
+        // ...a refresh the schedule asks for does not.
+        let s = Situation {
+            last_call: Some(at(T0 + 1995)),
+            ..healthy(T0 + 2000)
+        };
+        assert_eq!(s.decide(), Decision::Call(Call::Refresh));
+    }
+
+    #[test]
+    fn the_apis_retry_after_holds_whatever_changed() {
+        let held = Decision::BackOff {
+            until: at(T0 + 2100),
+        };
+        for s in [
+            healthy(T0 + 2050),
+            Situation {
+                manual_request: true,
+                ..healthy(T0 + 50)
+            },
+            Situation {
+                fingerprint: Some("new"),
+                ..healthy(T0 + 50)
+            },
+        ] {
+            let s = Situation {
+                server_not_before: Some(at(T0 + 2100)),
+                ..s
+            };
+            assert_eq!(s.decide(), held, "{s:?}");
         }
     }
 
