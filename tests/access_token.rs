@@ -1384,6 +1384,7 @@ async fn a_loop_of_refresh_requests_makes_one_call_per_interval() {
     let calls = f.sim.calls("auth") + f.sim.calls("refresh") - 1;
     let interval = gebeta_operator::controllers::access_token::plan::MIN_NUDGE_INTERVAL;
     let allowed = 1 + (asking.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+    println!("{calls} calls for {REQUESTS} requests written in {asking:?}");
     assert!(
         calls <= allowed,
         "{calls} calls for {REQUESTS} requests written in {asking:?} (at most {allowed})"
