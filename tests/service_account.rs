@@ -545,6 +545,32 @@ async fn deletion_policies_are_honoured() {
     );
 }
 
+/// A refused revoke (a 409 here; any 4xx but "already revoked") is not taken for a revoke:
+/// the object stays until the account reads as REVOKED, and the cleanup is retried.
+#[tokio::test]
+async fn a_refused_revoke_is_retried_not_reported_done() {
+    let f = Fixture::new("gsa-revoke-refused").await;
+    let mut spec = web_account("revoke-refused");
+    spec["deletionPolicy"] = json!("Revoke");
+    f.create("rev", spec).await;
+    let id = f.wait_ready("rev").await.account_id.unwrap();
+    f.sim.inject("patch_account", Fault::Status(409, None), 1);
+    f.gsas()
+        .delete("rev", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.wait_gone("rev").await;
+    assert_eq!(
+        f.sim.account(&id).unwrap().status,
+        AccountState::Revoked,
+        "the account was revoked before the object went"
+    );
+    assert!(
+        f.sim.calls("patch_account") >= 2,
+        "the refused revoke was tried again"
+    );
+}
+
 #[tokio::test]
 async fn an_existing_account_is_adopted_without_creating_one() {
     let f = Fixture::new("gsa-adopt").await;

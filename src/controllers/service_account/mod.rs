@@ -1191,14 +1191,22 @@ async fn check_token_secret(
 
 /// Revokes then deletes an account; an account already gone counts as deleted.
 async fn delete_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
-    revoke_upstream(ctx, user, id).await?;
+    match revoke_upstream(ctx, user, id).await {
+        // Refused outright (not a passing failure): deleting is still what the policy asks
+        // for, and what settles it.
+        Ok(()) | Err(gebeta::Error::Validation { .. }) => {}
+        Err(err) => return Err(err),
+    }
     match ctx.gebeta.delete_account(user, id).await {
         Err(err) if !err.is_not_found() => Err(err),
         _ => Ok(()),
     }
 }
 
-/// Revokes an account; one already revoked (400 on PATCH) or gone counts as revoked.
+/// Revokes an account; one gone counts as revoked. A refusal (4xx) counts only if the account
+/// reads as REVOKED afterwards: that a 400 means "already revoked" is an assumption about the
+/// API, and any other refusal (a proxy, a changed API) would otherwise leave it ACTIVE while
+/// the object reported it revoked and went away.
 async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
     let patch = AccountPatch {
         status: Some(AccountState::Revoked),
@@ -1206,7 +1214,14 @@ async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
     };
     match ctx.gebeta.patch_account(user, id, &patch).await {
         Ok(_) => Ok(()),
-        Err(err) if err.is_not_found() || matches!(err, gebeta::Error::Validation { .. }) => Ok(()),
+        Err(err) if err.is_not_found() => Ok(()),
+        Err(err @ gebeta::Error::Validation { .. }) => {
+            match ctx.gebeta.get_account(user, id).await {
+                Ok(account) if account.known_state() == Some(AccountState::Revoked) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                _ => Err(err),
+            }
+        }
         Err(err) => Err(err),
     }
 }
