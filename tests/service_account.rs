@@ -571,6 +571,39 @@ async fn a_refused_revoke_is_retried_not_reported_done() {
     );
 }
 
+/// deletionPolicy Orphan keeps the user's account, not one created before an interruption
+/// whose token was never stored (nobody holds its token): deleting the object while that
+/// creation is still unresolved deletes it, as recovery would have.
+#[tokio::test]
+async fn an_orphaned_object_does_not_leave_an_account_whose_token_was_lost() {
+    let f = Fixture::new("gsa-orphan-lost").await;
+    // The create reaches the API but its answer is lost, and recovery cannot list accounts.
+    f.sim.inject("create_account", Fault::DropAfterCreate, 1);
+    f.sim
+        .inject("list_accounts", Fault::Status(503, None), 100_000);
+    let mut spec = web_account("orphan-lost");
+    spec["deletionPolicy"] = json!("Orphan");
+    f.create("orph", spec).await;
+    let sim = f.sim.clone();
+    support::eventually(DEADLINE, "the lost create reached the API", || {
+        std::future::ready((sim.live_accounts().len() == 1).then_some(()))
+    })
+    .await;
+    let uid = f.gsas().get("orph").await.unwrap().uid().unwrap();
+    f.gsas()
+        .delete("orph", &DeleteParams::default())
+        .await
+        .unwrap();
+    f.sim.clear_faults();
+    f.wait_gone("orph").await;
+    let live = f.marked_accounts(&uid);
+    assert!(
+        live.is_empty(),
+        "the account whose token was lost is not left upstream: {live:?}"
+    );
+    assert_eq!(f.sim.calls("create_account"), 1);
+}
+
 #[tokio::test]
 async fn an_existing_account_is_adopted_without_creating_one() {
     let f = Fixture::new("gsa-adopt").await;

@@ -1415,7 +1415,8 @@ async fn cleanup(
         return Ok(Action::await_change());
     }
     let policy = gsa.effective_deletion_policy();
-    if policy == DeletionPolicy::Orphan
+    let orphan = policy == DeletionPolicy::Orphan;
+    if (orphan && status.pending_creation.is_none())
         || (status.account_id.is_none()
             && status.pending_creation.is_none()
             && status.retiring.is_empty())
@@ -1436,6 +1437,15 @@ async fn cleanup(
 
     let result = async {
         let user = user_token(gsa, ctx).await?;
+        if orphan {
+            // Orphan leaves the user's accounts upstream, but an account created before an
+            // interruption whose token was never stored is nobody's to keep (no one holds its
+            // token): recovery deletes it, as it would have had the object stayed, and records
+            // one whose token was stored.
+            let mut recovered = status.clone();
+            recover_pending_creation(gsa, api, ctx, &user, &mut recovered).await?;
+            return Ok(Vec::new());
+        }
         let mut ids: Vec<String> = status.account_id.iter().cloned().collect();
         // Replaced accounts not retired yet go with the object.
         ids.extend(status.retiring.iter().cloned());
