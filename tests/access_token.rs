@@ -1121,58 +1121,183 @@ async fn foreign_secret_is_a_conflict_and_left_alone() {
     assert_eq!(ours.owner_references()[0].name, "maps");
 }
 
+/// Objects labelled `REFUSE_LABEL=yes` get this in the API server's refusals.
+const REFUSAL: &str = "refused by the test";
+const REFUSE_LABEL: &str = "test.example.com/refuse-writes";
+
+/// A ValidatingAdmissionPolicy (and binding) refusing `operations` on `resource` (core or
+/// apps) of objects labelled `REFUSE_LABEL=yes` in the fixture's namespace: how a test makes
+/// the API server refuse the operator's writes. Deleted when dropped.
+struct Refusal {
+    client: kube::Client,
+    name: String,
+}
+
+impl Refusal {
+    async fn create(f: &Fixture, resource: &str, operations: &[&str]) -> Refusal {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let name = format!("{}-refuse-{resource}", f.ns);
+        let pp = PostParams::default();
+        let policy = json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["", "apps"], "apiVersions": ["v1"],
+                    "operations": operations, "resources": [resource],
+                }]},
+                "validations": [{"expression": "false", "message": REFUSAL}],
+            }
+        });
+        Api::<ValidatingAdmissionPolicy>::all(f.client.clone())
+            .create(&pp, &serde_json::from_value(policy).unwrap())
+            .await
+            .unwrap();
+        let binding = json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.ns}},
+                    "objectSelector": {"matchLabels": {REFUSE_LABEL: "yes"}},
+                },
+            }
+        });
+        Api::<ValidatingAdmissionPolicyBinding>::all(f.client.clone())
+            .create(&pp, &serde_json::from_value(binding).unwrap())
+            .await
+            .unwrap();
+        Refusal {
+            client: f.client.clone(),
+            name,
+        }
+    }
+
+    /// Deletes the binding: the API server stops refusing (after its policy cache notices).
+    async fn lift(&self) {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Best effort, as the namespace the binding selects goes with the test anyway.
+        tokio::spawn(async move {
+            let dp = DeleteParams::default();
+            let _ = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+                .delete(&name, &dp)
+                .await;
+            let _ = Api::<ValidatingAdmissionPolicy>::all(client)
+                .delete(&name, &dp)
+                .await;
+        });
+    }
+}
+
+/// A rollout-restart patch the API server refuses is reported (`RolloutRestartFailed`, with
+/// the API server's message) and retried with backoff; once the refusal is lifted the
+/// workload is restarted for the token it missed.
+#[tokio::test]
+async fn a_refused_rollout_restart_is_reported_and_retried() {
+    let mut f = Fixture::new("gat-restart-refused", 60, false).await;
+    let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {
+            "name": "web",
+            "labels": {REFUSE_LABEL: "yes"},
+            "annotations": {RESTART_OPT_IN_ANNOTATION: "maps"},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let refusal = Refusal::create(&f, "deployments", &["UPDATE"]).await;
+    support::eventually(DEADLINE, "the policy refuses updates of web", || {
+        let deployments = deployments.clone();
+        async move {
+            let probe = Patch::Merge(json!({"metadata": {"annotations": {"probe": "x"}}}));
+            match deployments
+                .patch("web", &PatchParams::default(), &probe)
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.message.contains(REFUSAL) => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    f.start();
+    let mut spec = Fixture::spec("maps-token");
+    spec["rolloutRestartTargets"] = json!([{"kind": "Deployment", "name": "web"}]);
+    f.create("maps", spec).await;
+    f.wait_ready("maps").await;
+    let failed = f.wait_event("maps", "RolloutRestartFailed").await;
+    let note = failed.note.unwrap_or_default();
+    assert!(
+        note.contains("Deployment/web") && note.contains(REFUSAL),
+        "{note}"
+    );
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    refusal.lift().await;
+    let restarted = support::eventually(DEADLINE, "web restarted", || {
+        let deployments = deployments.clone();
+        async move {
+            let web = deployments.get("web").await.ok()?;
+            web.spec
+                .template
+                .metadata?
+                .annotations?
+                .get(RESTARTED_AT_ANNOTATION)
+                .cloned()
+        }
+    })
+    .await;
+    let (iat, _) = claims(&f.token("maps-token").await.unwrap());
+    assert_eq!(
+        restarted,
+        conditions::format_time(Timestamp::from_second(iat).unwrap())
+    );
+    assert_eq!(
+        f.sim.calls("auth"),
+        1,
+        "retrying the restart called nothing"
+    );
+}
+
 /// A token Secret write the API server refuses is reported (status and an event, reason
 /// `SecretWriteFailed`) without a new Gebeta call per retry, and the report goes with the first
 /// write that succeeds: it is applied like every status write, so the next apply clears it (a
 /// merge patch left it owned by another entry of ours, in status for good).
 #[tokio::test]
 async fn a_refused_secret_write_is_reported_then_cleared_once_written() {
-    use k8s_openapi::api::admissionregistration::v1::{
-        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    };
-    const LABEL: &str = "test.example.com/refuse-writes";
-    const REFUSAL: &str = "refused by the test";
     let mut f = Fixture::new("gat-refused-write", 60, false).await;
-    let name = format!("{}-refuse-secrets", f.ns);
-    let pp = PostParams::default();
-    let policies: Api<ValidatingAdmissionPolicy> = Api::all(f.client.clone());
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(f.client.clone());
-    let policy = json!({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["CREATE", "UPDATE"], "resources": ["secrets"],
-            }]},
-            "validations": [{"expression": "false", "message": REFUSAL}],
-        }
-    });
-    policies
-        .create(&pp, &serde_json::from_value(policy).unwrap())
-        .await
-        .unwrap();
-    let binding = json!({
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f.ns}},
-                "objectSelector": {"matchLabels": {LABEL: "yes"}},
-            },
-        }
-    });
-    bindings
-        .create(&pp, &serde_json::from_value(binding).unwrap())
-        .await
-        .unwrap();
+    let refusal = Refusal::create(&f, "secrets", &["CREATE", "UPDATE"]).await;
     let secrets = f.secrets();
     support::eventually(DEADLINE, "the policy refuses labelled Secrets", || {
         let secrets = secrets.clone();
         async move {
             let probe: Secret = serde_json::from_value(
-                json!({"metadata": {"name": "probe", "labels": {LABEL: "yes"}}}),
+                json!({"metadata": {"name": "probe", "labels": {REFUSE_LABEL: "yes"}}}),
             )
             .unwrap();
             match secrets.create(&PostParams::default(), &probe).await {
@@ -1189,7 +1314,7 @@ async fn a_refused_secret_write_is_reported_then_cleared_once_written() {
 
     f.start();
     let mut spec = Fixture::spec("maps-token");
-    spec["secretTemplate"] = json!({"labels": {LABEL: "yes"}});
+    spec["secretTemplate"] = json!({"labels": {REFUSE_LABEL: "yes"}});
     f.create("maps", spec).await;
     let gats = f.gats();
     let failed = support::eventually(DEADLINE, "SecretWriteFailed in status", || {
@@ -1210,10 +1335,7 @@ async fn a_refused_secret_write_is_reported_then_cleared_once_written() {
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert!(secrets.get_opt("maps-token").await.unwrap().is_none());
 
-    bindings
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    refusal.lift().await;
     let status = f.wait_ready("maps").await;
     assert_eq!(
         (status.last_failure_reason, status.last_failure_message),
@@ -1226,10 +1348,6 @@ async fn a_refused_secret_write_is_reported_then_cleared_once_written() {
         (1, 0),
         "the answer waited in memory: one call for every attempt to store it"
     );
-    policies
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

@@ -272,6 +272,8 @@ struct ObjState {
     expires_at: Option<Timestamp>,
     /// `restartedAt` value still to be set on the rollout-restart targets.
     pending_restart: Option<String>,
+    /// Failed attempts in a row at setting it (see [`report::restart_retry`]).
+    restart_failures: u32,
     /// Our writes to owned Secrets the cache may not show yet, by Secret name (at most the
     /// token and the refresh Secret). Freed when empty: a `HashMap` kept its table (~0.5 KiB)
     /// in every object that ever wrote.
@@ -821,7 +823,11 @@ impl<'a> Reconcile<'a> {
             manual_request,
             type_kept,
             restart_skipped,
-            restart_pending: self.state.pending_restart.is_some(),
+            restart_retry: self
+                .state
+                .pending_restart
+                .as_ref()
+                .map(|_| report::restart_retry(self.state.restart_failures)),
             source_accounts: fetched
                 .refresh
                 .as_ref()
@@ -1049,6 +1055,7 @@ impl<'a> Reconcile<'a> {
                 fetched.token_present = true;
                 if !spec.rollout_restart_targets.is_empty() {
                     self.state.pending_restart = Some(conditions::format_time(new_times.issued_at));
+                    self.state.restart_failures = 0;
                 }
                 Some(Exchanged::Issued(new_times))
             }
@@ -1539,12 +1546,21 @@ impl<'a> Reconcile<'a> {
                         error = %e,
                         "rollout restart failed; will retry"
                     );
+                    // A conflict (the workload changed under the read) is routine: retried
+                    // without an event.
+                    if !matches!(&e, kube::Error::Api(s) if s.code == 409) {
+                        let why = crate::controllers::describe_kube_error(&e);
+                        skipped.push((format!("{what} ({why})"), reason::ROLLOUT_RESTART_FAILED));
+                    }
                     retry = true;
                 }
             }
         }
-        if !retry {
+        if retry {
+            self.state.restart_failures = self.state.restart_failures.saturating_add(1);
+        } else {
             self.state.pending_restart = None;
+            self.state.restart_failures = 0;
         }
         skipped
     }

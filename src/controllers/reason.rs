@@ -25,6 +25,8 @@ pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 pub const ROLLOUT_TARGET_NOT_FOUND: &str = "RolloutTargetNotFound";
 /// A rollout-restart target did not opt in to restarts by this object (event only).
 pub const ROLLOUT_TARGET_NOT_OPTED_IN: &str = "RolloutTargetNotOptedIn";
+/// A rollout-restart patch failed; retried with backoff (event only).
+pub const ROLLOUT_RESTART_FAILED: &str = "RolloutRestartFailed";
 /// The template asks for another Secret type than the live Secret's (event only).
 pub const SECRET_TYPE_IMMUTABLE: &str = "SecretTypeImmutable";
 

@@ -63,8 +63,8 @@ pub struct Observed<'a> {
     pub type_kept: Option<(String, String)>,
     /// Rollout-restart targets skipped: `(kind/name, reason)`.
     pub restart_skipped: Vec<(String, &'static str)>,
-    /// Restarts still to be made (a failed patch is retried soon).
-    pub restart_pending: bool,
+    /// Restarts still to be made: retried after this (see [`restart_retry`]).
+    pub restart_retry: Option<Duration>,
     /// Upstream accounts whose tokens opened the current session.
     pub source_accounts: Vec<String>,
 }
@@ -201,6 +201,8 @@ fn events(
     for (target, why) in &o.restart_skipped {
         let note = if *why == reason::ROLLOUT_TARGET_NOT_FOUND {
             format!("rollout-restart target {target} not found")
+        } else if *why == reason::ROLLOUT_RESTART_FAILED {
+            format!("rollout restart of {target} failed; retried with backoff")
         } else {
             format!(
                 "rollout-restart target {target} was not restarted: it does not carry the \
@@ -211,6 +213,13 @@ fn events(
         events.push(EventNote::warning(why, "Restart", &note));
     }
     events
+}
+
+/// How long a pending rollout restart waits after `failures` failed attempts in a row: from
+/// [`RESTART_RETRY`] doubling to about five minutes (a target that always refuses, e.g. one
+/// whose annotations are at their size limit, is not patched every few seconds for ever).
+pub fn restart_retry(failures: u32) -> Duration {
+    RESTART_RETRY * 2u32.pow(failures.saturating_sub(1).min(6))
 }
 
 /// The earliest of: the planned refresh, the token's expiry, a recheck of a blocker or of a
@@ -231,9 +240,7 @@ fn wake_at(o: &Observed<'_>, next_refresh: Option<Timestamp>, blocked: bool) -> 
     if blocked {
         wake.push(after(BLOCKED_RECHECK));
     }
-    if o.restart_pending {
-        wake.push(after(RESTART_RETRY));
-    }
+    wake.extend(o.restart_retry.map(after));
     wake.into_iter().min().unwrap_or(o.now)
 }
 
@@ -294,7 +301,7 @@ mod tests {
             manual_request: false,
             type_kept: None,
             restart_skipped: Vec::new(),
-            restart_pending: false,
+            restart_retry: None,
             source_accounts: Vec::new(),
         }
     }
@@ -448,7 +455,7 @@ mod tests {
                 ("Deployment/web".into(), reason::ROLLOUT_TARGET_NOT_OPTED_IN),
                 ("Deployment/gone".into(), reason::ROLLOUT_TARGET_NOT_FOUND),
             ],
-            restart_pending: true,
+            restart_retry: Some(RESTART_RETRY),
             ..observed(&prev, T0 + 10)
         };
         let r = report(&o);
@@ -470,6 +477,28 @@ mod tests {
             .checked_add(SignedDuration::try_from(RESTART_RETRY).unwrap())
             .unwrap();
         assert_eq!(r.wake_at, retry);
+    }
+
+    #[test]
+    fn a_failing_restart_backs_off_to_minutes() {
+        let waits: Vec<u64> = (0..10).map(|n| restart_retry(n).as_secs()).collect();
+        assert_eq!(waits, [5, 5, 10, 20, 40, 80, 160, 320, 320, 320]);
+        let prev = ready_status(reason::READY, None);
+        let o = Observed {
+            decision: Some(Decision::Wait {
+                refresh_at: at(T0 + 2000),
+            }),
+            restart_skipped: vec![(
+                "Deployment/web (too large (HTTP 422))".into(),
+                reason::ROLLOUT_RESTART_FAILED,
+            )],
+            restart_retry: Some(restart_retry(4)),
+            ..observed(&prev, T0 + 10)
+        };
+        let r = report(&o);
+        assert_eq!(r.wake_at, at(T0 + 50));
+        assert_eq!(reasons(&r), [reason::ROLLOUT_RESTART_FAILED]);
+        assert!(r.events[0].note.contains("Deployment/web (too large"));
     }
 
     #[test]
