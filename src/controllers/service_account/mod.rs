@@ -147,8 +147,18 @@ impl From<kube::Error> for Failure {
     }
 }
 
-/// How often a rotation waiting for its consumers looks at them again.
+/// How often a rotation waiting for its consumers looks at them again: at first...
 const CONSUMER_RECHECK: Duration = Duration::from_secs(5);
+/// ...and at most this far apart once they have lagged for minutes: each look lists the
+/// namespace's access tokens and reads the account upstream, and a consumer that cannot switch
+/// (its other token source broken) keeps a rotation waiting for as long as it stays so.
+const CONSUMER_RECHECK_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before the next look at consumers that have lagged `waited` past the grace
+/// period: a fifth of it, within [`CONSUMER_RECHECK`] and [`CONSUMER_RECHECK_MAX`].
+fn consumer_recheck(waited: Duration) -> Duration {
+    (waited / 5).clamp(CONSUMER_RECHECK, CONSUMER_RECHECK_MAX)
+}
 
 /// The object is in sync, but a rotation waits before retiring the replaced account.
 #[derive(Debug)]
@@ -1369,7 +1379,9 @@ async fn grace(
              {} hold(s) a token from {current}",
             behind.join(", ")
         ),
-        recheck: CONSUMER_RECHECK,
+        recheck: consumer_recheck(
+            Duration::try_from(after.duration_until(now)).unwrap_or_default(),
+        ),
     }))
 }
 
@@ -1529,5 +1541,19 @@ async fn cleanup(
             }
             Err(Error::Cleanup(message))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lagging_consumers_are_looked_at_less_often_the_longer_they_lag() {
+        let secs = |s: u64| consumer_recheck(Duration::from_secs(s)).as_secs();
+        assert_eq!(
+            [0, 10, 25, 50, 150, 300, 3600].map(secs),
+            [5, 5, 5, 10, 30, 60, 60]
+        );
     }
 }
