@@ -621,16 +621,25 @@ async fn adoption_needs_a_policy_that_allows_it() {
         &format!("accountId: adopting an existing account is not allowed by {default}"),
     )
     .await;
-    // ...nor set accountId later (the CRD lets an unset accountId be set once).
+    // ...nor set accountId later: the CRD itself refuses adding (or removing) it, before the
+    // admission policy is asked.
     create(
         &api,
         &gsa("later", json!({"platform": "WEB", "scopes": ["TILE"]})),
     )
     .await;
-    assert_refused(
-        merge_spec(&api, "later", json!({"accountId": "acc-123"})).await,
-        &format!("accountId: adopting an existing account is not allowed by {default}"),
-    );
+    match merge_spec(&api, "later", json!({"accountId": "acc-123"})).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status.code == 422
+                && status
+                    .message
+                    .contains("accountId cannot be added or removed"),
+            "{}: {}",
+            status.code,
+            status.message
+        ),
+        other => panic!("setting accountId later was not refused: {other:?}"),
+    }
 
     // A namespace whose policy allows it may.
     let api = gsas(&client, &adopters);
