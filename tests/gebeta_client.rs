@@ -667,6 +667,46 @@ async fn requests_per_second_limit_is_shared_by_clones() {
     assert_eq!(sim.calls("get_account"), 20);
 }
 
+/// Requests that wait for an in-flight slot do not go out together when it frees: the rate
+/// limit is taken after the slot. Calls complete (one in flight) at least a rate interval
+/// apart once the slow first call is done; taking the limit first sent every request that
+/// had passed it in one burst.
+#[tokio::test]
+async fn the_rate_limit_holds_when_in_flight_slots_free_up() {
+    #[derive(Default)]
+    struct Completions(Mutex<Vec<std::time::Instant>>);
+    impl RequestObserver for Completions {
+        fn observe(&self, _: &'static str, _: &str, _: Duration) {
+            self.0.lock().unwrap().push(std::time::Instant::now());
+        }
+    }
+    let sim = start_sim().await;
+    let id = existing(&sim);
+    let done = Arc::new(Completions::default());
+    let c = GebetaClient::new(ClientConfig {
+        rate_limit_per_second: Some(1.0),
+        max_in_flight: 1,
+        ..config(&sim)
+    })
+    .unwrap()
+    .with_observer(done.clone());
+    sim.inject("get_account", Fault::Latency(Duration::from_secs(3)), 1);
+    let calls = (0..5).map(|_| {
+        let (c, id) = (c.clone(), id.clone());
+        async move { c.get_account(&user(), &id).await }
+    });
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let at = done.0.lock().unwrap().clone();
+    assert_eq!(at.len(), 5);
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[1..].iter().all(|g| *g >= Duration::from_millis(900)),
+        "completions after the slow call came {gaps:?} apart at 1 call/s"
+    );
+}
+
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, String)>>);
 
@@ -828,4 +868,44 @@ async fn short_listings_are_retried_and_never_taken_as_complete() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("2 of meta.total 3"), "{err}");
+}
+
+/// A server that ignores paging cannot grow a listing without bound: a page with more
+/// accounts than asked for is an error, and so is a listing past 100,000 accounts.
+#[tokio::test]
+async fn listings_that_never_end_are_bounded() {
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let serve = |per_page: u64| async move {
+        let next = Arc::new(AtomicU64::new(0));
+        let app = axum::Router::new().route(
+            "/api/v1/service-accounts/organization",
+            get(move || {
+                let next = next.clone();
+                async move {
+                    let first = next.fetch_add(per_page, Ordering::SeqCst);
+                    let data: Vec<_> = (first..first + per_page)
+                        .map(|i| serde_json::json!({"id": format!("acct-{i}"), "platform": "WEB", "status": "ACTIVE"}))
+                        .collect();
+                    axum::Json(serde_json::json!({"data": data, "meta": {"total": 1_000_000_000_000u64}}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        GebetaClient::new(ClientConfig {
+            base_url: format!("http://{addr}/api/v1"),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let err = serve(150).await.list_accounts(&user()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("at most 100 accounts answered 150"),
+        "{err}"
+    );
+    let err = serve(100).await.list_accounts(&user()).await.unwrap_err();
+    assert!(err.to_string().contains("past 100000 accounts"), "{err}");
 }

@@ -47,6 +47,11 @@ struct ListPass {
     short_by: Option<(u64, u64)>,
 }
 const MAX_PAGES: u32 = 10_000;
+/// Upper bound on the accounts one listing collects: ten times the largest organization the
+/// operator is measured with. Each page is capped in bytes, but a server that ignores paging
+/// (or answers new ids on every page) would otherwise grow the listing until the operator is
+/// out of memory.
+const MAX_LISTED_ACCOUNTS: usize = 100_000;
 
 /// How the client talks to the API.
 #[derive(Clone)]
@@ -206,10 +211,11 @@ impl GebetaClient {
         }
         let limiter = match config.rate_limit_per_second {
             None => None,
-            Some(r) if r.is_finite() && r > 0.0 => Some(Arc::new(RateLimiter::new(r))),
+            // Below a call per 1,000 s the limiter's spacing (1/rate) is no longer a duration.
+            Some(r) if r.is_finite() && r >= 0.001 => Some(Arc::new(RateLimiter::new(r))),
             Some(_) => {
                 return Err(config_err(
-                    "rate_limit_per_second must be a positive number",
+                    "rate_limit_per_second must be a number of at least 0.001",
                 ));
             }
         };
@@ -431,6 +437,16 @@ impl GebetaClient {
             let answer = self.execute(&req, Kind::Idempotent).await?;
             let page_data: wire::AccountPageWire = decode_raw(&req, &answer)?;
             let received = page_data.data.len();
+            let invalid = |message: String| Error::Decode {
+                endpoint: ep,
+                status: 200,
+                message,
+            };
+            if received > limit as usize {
+                return Err(invalid(format!(
+                    "a page of at most {limit} accounts answered {received}"
+                )));
+            }
             let mut new = 0usize;
             for account in page_data.data {
                 if seen.insert(account.id.clone()) {
@@ -439,6 +455,16 @@ impl GebetaClient {
                         out.push(account.into());
                     }
                 }
+            }
+            if union.len() > MAX_LISTED_ACCOUNTS {
+                return Err(invalid(format!(
+                    "the listing went past {MAX_LISTED_ACCOUNTS} accounts (meta.total {})",
+                    page_data
+                        .meta
+                        .as_ref()
+                        .and_then(|m| m.total)
+                        .map_or("absent".to_string(), |t| t.to_string())
+                )));
             }
             let total = page_data.meta.and_then(|m| m.total);
             match first_total {
@@ -594,17 +620,20 @@ impl GebetaClient {
         }
     }
 
-    /// One attempt: rate limit, in-flight permit, send, read the body, all under the timeout.
+    /// One attempt: in-flight permit, rate limit, send, read the body, all under the timeout.
+    /// The permit comes first: a request that passed the rate limit and then waited for a
+    /// permit was sent whenever one came free, together with every other such request, in a
+    /// burst above the rate.
     async fn attempt(&self, req: &Request<'_>) -> Result<Answer, Error> {
-        if let Some(limiter) = &self.inner.limiter {
-            limiter.acquire().await;
-        }
         let _permit = self
             .inner
             .in_flight
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        if let Some(limiter) = &self.inner.limiter {
+            limiter.acquire().await;
+        }
         let timeout = self.inner.config.request_timeout;
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, self.send(req)).await {
