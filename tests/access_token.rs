@@ -1479,7 +1479,7 @@ async fn manual_refresh_and_suspension() {
 }
 
 /// The refresh annotation is the tenant's: rewriting it in a loop gets one Gebeta call per
-/// `MIN_NUDGE_INTERVAL`, serving the latest value, not a call (and a permit of the shared
+/// `--refresh-request-interval` (10 s), serving the latest value, not a call (and a permit of the shared
 /// deadline gate) per value.
 #[tokio::test]
 async fn a_loop_of_refresh_requests_makes_one_call_per_interval() {
@@ -1500,7 +1500,7 @@ async fn a_loop_of_refresh_requests_makes_one_call_per_interval() {
     })
     .await;
     let calls = f.sim.calls("auth") + f.sim.calls("refresh") - 1;
-    let interval = gebeta_operator::controllers::access_token::plan::MIN_NUDGE_INTERVAL;
+    let interval = gebeta_operator::controllers::access_token::plan::DEFAULT_NUDGE_INTERVAL;
     let allowed = 1 + (asking.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
     println!("{calls} calls for {REQUESTS} requests written in {asking:?}");
     assert!(
@@ -1741,9 +1741,9 @@ async fn due_refreshes_are_served_earliest_expiry_first() {
     }
     let distinct: std::collections::BTreeSet<i64> = expiries.iter().map(|e| e.0).collect();
     assert_eq!(distinct.len(), N, "distinct expiries: {expiries:?}");
-    // A refresh request comes at most MIN_NUDGE_INTERVAL after an object's last call: wait
+    // A refresh request comes at least the refresh-request interval after an object's last call: wait
     // until the last token's issue is that far behind, so that every request is due at once.
-    let interval = gebeta_operator::controllers::access_token::plan::MIN_NUDGE_INTERVAL;
+    let interval = gebeta_operator::controllers::access_token::plan::DEFAULT_NUDGE_INTERVAL;
     let newest_issue = expiries.iter().map(|e| e.0).max().unwrap() - 300;
     support::eventually(DEADLINE, "the last call a nudge interval ago", || {
         std::future::ready(

@@ -1107,11 +1107,14 @@ async fn gebeta_faults_converge_without_storms_or_bad_tokens() {
         },
     )
     .await;
+    // Each fault window below starts with refresh requests for the same three tokens, a few
+    // seconds apart: they must call at once, not after the refresh-request interval.
     let op = w.start_operator(
         "faults",
         &[
             "--gebeta-timeout=2s".into(),
             "--gebeta-max-in-flight=8".into(),
+            "--refresh-request-interval=0s".into(),
         ],
     );
     w.dashboard_access_tokens("dash", 6).await;

@@ -16,7 +16,7 @@ use std::{
 use gebeta_operator::{
     crd::GebetaAccessToken,
     gebeta::{Platform, Scope},
-    sim::{Sim, SimConfig, SimHandle},
+    sim::{Fault, Sim, SimConfig, SimHandle},
     testbed::free_port,
 };
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
@@ -291,32 +291,7 @@ async fn admin_server_answers_health_readiness_and_metrics() {
     }
 
     // Give the operator real work, so that every per-object series exists.
-    let (_, client_token) = sim.create_dashboard_account(Platform::Web, vec![Scope::Tile]);
-    let (_, server_token) = sim.create_dashboard_account(Platform::Web, vec![Scope::Tile]);
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "dashboard"},
-        "stringData": {"client": client_token, "server": server_token},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let gat: GebetaAccessToken = serde_json::from_value(serde_json::json!({
-        "apiVersion": "gebeta.app/v1alpha1",
-        "kind": "GebetaAccessToken",
-        "metadata": {"name": "maps"},
-        "spec": {
-            "clientToken": {"secretKeyRef": {"name": "dashboard", "key": "client"}},
-            "serverToken": {"secretKeyRef": {"name": "dashboard", "key": "server"}},
-            "secretName": "maps-token",
-        },
-    }))
-    .unwrap();
-    Api::<GebetaAccessToken>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &gat)
-        .await
-        .unwrap();
+    give_work(&client, &ns, &sim).await;
     let expiry_series = format!(
         "gebeta_operator_access_token_expiry_timestamp_seconds{{namespace=\"{ns}\",name=\"maps\"}}"
     );
@@ -581,6 +556,100 @@ async fn a_leader_that_loses_its_lease_stops_at_once_and_exits_non_zero() {
     );
     assert_eq!(
         lease_holder(&leases, "solo").await.as_deref(),
+        Some("intruder"),
+        "a loser must not release or rewrite"
+    );
+}
+
+/// A GebetaAccessToken `maps` in `ns` reading both tokens from Secret `dashboard` (accounts
+/// made in `sim`): work that makes the operator call the API.
+async fn give_work(client: &kube::Client, ns: &str, sim: &SimHandle) {
+    let (_, client_token) = sim.create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    let (_, server_token) = sim.create_dashboard_account(Platform::Web, vec![Scope::Tile]);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "dashboard"},
+        "stringData": {"client": client_token, "server": server_token},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let gat: GebetaAccessToken = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gebeta.app/v1alpha1",
+        "kind": "GebetaAccessToken",
+        "metadata": {"name": "maps"},
+        "spec": {
+            "clientToken": {"secretKeyRef": {"name": "dashboard", "key": "client"}},
+            "serverToken": {"secretKeyRef": {"name": "dashboard", "key": "server"}},
+            "secretName": "maps-token",
+        },
+    }))
+    .unwrap();
+    Api::<GebetaAccessToken>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &gat)
+        .await
+        .unwrap();
+}
+
+/// A leader stopping on SIGTERM keeps watching its Lease while in-flight work drains: when
+/// it loses the Lease it abandons that work at once, as it does when not stopping, instead of
+/// acting beside the new leader until the shutdown timeout (longer than the lease here).
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_while_draining_stops_at_once() {
+    let client = support::client();
+    let ns = support::namespace(&client, "rt-drain").await;
+    let sim = sim().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let mut args = election_args(&ns, "drain", 10, 1);
+    args.push("--shutdown-timeout=120s".into());
+    let mut op = Operator::start("op-drain", &sim, &args);
+    sole_leader(&mut [&mut op], &leases, "drain", Duration::from_secs(60)).await;
+    // Its only work hangs in a Gebeta call.
+    sim.inject("auth", Fault::Latency(Duration::from_secs(600)), 1000);
+    give_work(&client, &ns, &sim).await;
+    let busy = sim.clone();
+    support::eventually(Duration::from_secs(30), "a call in flight", || {
+        std::future::ready((busy.peak_in_flight() >= 1).then_some(()))
+    })
+    .await;
+    op.signal("-TERM");
+    // Still the leader, draining.
+    support::eventually(Duration::from_secs(10), "the drain begins", || {
+        std::future::ready(op.log().contains("shutting down").then_some(()))
+    })
+    .await;
+    let stolen = support::eventually(
+        Duration::from_secs(10),
+        "the intruder takes the Lease",
+        || {
+            let leases = &leases;
+            async move {
+                let mut lease = leases.get("drain").await.ok()?;
+                let spec = lease.spec.as_mut()?;
+                spec.holder_identity = Some("intruder".into());
+                spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ));
+                lease.meta_mut().managed_fields = None;
+                leases
+                    .replace("drain", &PostParams::default(), &lease)
+                    .await
+                    .ok()
+                    .map(|_| Instant::now())
+            }
+        },
+    )
+    .await;
+    let (_, _) = op.wait_exit(Duration::from_secs(60)).await;
+    let took = stolen.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped {took:?} after the lease was taken while draining; log:\n{}",
+        op.log()
+    );
+    assert_eq!(
+        lease_holder(&leases, "drain").await.as_deref(),
         Some("intruder"),
         "a loser must not release or rewrite"
     );

@@ -262,7 +262,7 @@ struct ObjState {
     retry_key: Option<Box<(Option<String>, Option<String>)>>,
     /// No call before this time whatever changed: the API's `Retry-After`.
     server_not_before: Option<Timestamp>,
-    /// The last Gebeta call (see [`plan::MIN_NUDGE_INTERVAL`]).
+    /// The last Gebeta call (see [`plan::DEFAULT_NUDGE_INTERVAL`]).
     last_call: Option<Timestamp>,
     /// The last refresh timed out: it may have rotated the refresh token.
     refresh_outcome_unknown: bool,
@@ -1000,6 +1000,7 @@ impl<'a> Reconcile<'a> {
             retry_at,
             server_not_before: self.state.server_not_before,
             last_call: self.state.last_call,
+            nudge_interval: self.ctx().settings.refresh_request_interval,
             refresh_outcome_unknown: self.state.refresh_outcome_unknown,
         }
         .decide();

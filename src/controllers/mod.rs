@@ -59,6 +59,9 @@ pub struct Settings {
     /// Work done at once, per controller (for access tokens: calls and writes, earliest
     /// expiry first; see `access_token::gate`).
     pub max_concurrent_reconciles: u16,
+    /// How long after an access token's last Gebeta call a call only a refresh request or
+    /// changed inputs ask for waits (see `access_token::plan::DEFAULT_NUDGE_INTERVAL`).
+    pub refresh_request_interval: Duration,
     /// Identity of this replica in events (the pod name).
     pub instance: String,
     /// How often the leader audits the organization's upstream accounts and exports the
@@ -75,6 +78,7 @@ impl Default for Settings {
             default_token_lifetime: Duration::from_secs(3600),
             max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
             max_concurrent_reconciles: 16,
+            refresh_request_interval: access_token::plan::DEFAULT_NUDGE_INTERVAL,
             instance: "gebeta-operator".into(),
             audit_interval: None,
         }

@@ -113,6 +113,11 @@ pub struct ControllerArgs {
     /// by `--gebeta-max-in-flight`.
     #[arg(long = "max-concurrent-reconciles", env = "GEBETA_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_concurrent_reconciles: u16,
+    /// How long after an access token's last Gebeta call a call that only a refresh request
+    /// (`gebeta.app/refresh`) or changed input tokens ask for waits: both are in the tenant's
+    /// hands, and a loop of new values would otherwise make a call each (`0s`: no wait).
+    #[arg(long = "refresh-request-interval", env = "GEBETA_REFRESH_REQUEST_INTERVAL", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub refresh_request_interval: Duration,
     /// Identity of this replica in events and in the leader Lease (the pod name); a
     /// host-derived unique name when unset.
     #[arg(long = "instance", env = "POD_NAME", value_name = "NAME")]
@@ -285,10 +290,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number"))?;
-    if rate.is_finite() && rate > 0.0 {
+    // The limiter spaces calls 1/rate apart: below this the spacing is no longer a duration.
+    const SLOWEST: f64 = 0.001;
+    if rate.is_finite() && rate >= SLOWEST {
         Ok(rate)
     } else {
-        Err("must be a positive number".into())
+        Err(format!(
+            "must be a number of calls per second of at least {SLOWEST}"
+        ))
     }
 }
 
@@ -501,6 +510,7 @@ mod tests {
             &["--lease-duration=0"],
             &["--namespaces=Not_OK"],
             &["--gebeta-rate-limit=0"],
+            &["--gebeta-rate-limit=1e-20"],
             &["--gebeta-max-in-flight=0"],
             &["--admin-addr=nowhere"],
             &["--log-format=xml"],

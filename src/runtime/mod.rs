@@ -11,8 +11,9 @@
 //!    the process exits with code 1 so Kubernetes restarts it as a fresh candidate
 //!    ([`RunError::LostLease`]).
 //! 4. On SIGTERM/SIGINT the controllers are cancelled and awaited (up to
-//!    `--shutdown-timeout`), the Lease is released so a standby takes over at once, and the
-//!    process exits 0.
+//!    `--shutdown-timeout`, or until the Lease is lost meanwhile: then in-flight work is
+//!    abandoned at once, as in 3), the Lease is released so a standby takes over at once, and
+//!    the process exits 0.
 //!
 //! Nothing here reads or caches Secrets: the controllers own every Secret access.
 
@@ -154,6 +155,7 @@ impl Operator {
             default_token_lifetime: args.controllers.default_token_lifetime,
             max_token_lifetime: args.controllers.max_token_lifetime,
             max_concurrent_reconciles: args.controllers.max_concurrent_reconciles,
+            refresh_request_interval: args.controllers.refresh_request_interval,
             instance: instance.clone(),
             audit_interval: args.gebeta.audit_interval,
         };
@@ -292,6 +294,7 @@ impl Operator {
                 None => std::future::pending().await,
             }
         };
+        tokio::pin!(lost);
         enum End {
             Shutdown,
             Lost,
@@ -299,7 +302,7 @@ impl Operator {
         }
         let end = tokio::select! {
             biased;
-            _ = lost => End::Lost,
+            _ = &mut lost => End::Lost,
             _ = shutdown.cancelled() => End::Shutdown,
             _ = &mut controllers => End::Ended,
         };
@@ -321,10 +324,25 @@ impl Operator {
                 Ok(())
             }
             End::Shutdown => {
-                match tokio::time::timeout(self.shutdown_timeout, &mut controllers).await {
-                    Ok(_) => tracing::info!("controllers stopped"),
-                    Err(_) => {
+                // The lease is still watched while in-flight work drains: a replica that loses
+                // it (renewals failing) must stop writing before a standby may take over, even
+                // when the drain would last longer (a shutdown timeout above the lease duration).
+                let drained = tokio::select! {
+                    biased;
+                    _ = &mut lost => None,
+                    ended = tokio::time::timeout(self.shutdown_timeout, &mut controllers) => Some(ended.is_ok()),
+                };
+                match drained {
+                    Some(true) => tracing::info!("controllers stopped"),
+                    Some(false) => {
                         tracing::warn!(timeout = ?self.shutdown_timeout, "controllers did not stop in time: abandoning in-flight work");
+                        controllers.abort();
+                        let _ = controllers.await;
+                    }
+                    None => {
+                        tracing::warn!(
+                            "lost the leader lease while stopping: abandoning in-flight work"
+                        );
                         controllers.abort();
                         let _ = controllers.await;
                     }

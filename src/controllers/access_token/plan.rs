@@ -13,11 +13,11 @@ pub use crate::controllers::reason;
 /// A refresh is due this much before its planned time (timer and clock granularity).
 const EARLY: Duration = Duration::from_millis(50);
 
-/// A call that only a manual refresh request or changed inputs ask for (not the schedule)
-/// comes at most this soon after the object's last call. Both are in the tenant's hands: a
-/// loop of new annotation values would otherwise make a Gebeta call each, each taking a permit
-/// other tenants' refreshes wait for.
-pub const MIN_NUDGE_INTERVAL: Duration = Duration::from_secs(10);
+/// The default of `--refresh-request-interval`: a call that only a manual refresh request or
+/// changed inputs ask for (not the schedule) comes at least this long after the object's last
+/// call. Both are in the tenant's hands: a loop of new annotation values would otherwise make
+/// a Gebeta call each, each taking a permit other tenants' refreshes wait for.
+pub const DEFAULT_NUDGE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The Gebeta call to make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,8 +50,11 @@ pub struct Situation<'a> {
     /// The API asked to wait until then (`Retry-After`): whatever changed since, no call
     /// before.
     pub server_not_before: Option<Timestamp>,
-    /// When this object last called the API (see [`MIN_NUDGE_INTERVAL`]).
+    /// When this object last called the API...
     pub last_call: Option<Timestamp>,
+    /// ...and how long after it a call the schedule does not ask for waits (see
+    /// [`DEFAULT_NUDGE_INTERVAL`]).
+    pub nudge_interval: Duration,
     /// The last refresh may have reached the server without its answer reaching us (a
     /// timeout): if refresh tokens rotate, the stored one is already dead, so the next call
     /// authenticates instead of spending a call on a refusal.
@@ -101,7 +104,7 @@ impl Situation<'_> {
         }
         let nudge_floor = (!scheduled)
             .then(|| {
-                let interval = jiff::SignedDuration::try_from(MIN_NUDGE_INTERVAL).ok()?;
+                let interval = jiff::SignedDuration::try_from(self.nudge_interval).ok()?;
                 self.last_call?.checked_add(interval).ok()
             })
             .flatten();
@@ -281,6 +284,7 @@ mod tests {
             retry_at: None,
             server_not_before: None,
             last_call: None,
+            nudge_interval: DEFAULT_NUDGE_INTERVAL,
             refresh_outcome_unknown: false,
         }
     }
