@@ -116,7 +116,7 @@ pub struct ControllerArgs {
     /// How long after an access token's last Gebeta call a call that only a refresh request
     /// (`gebeta.app/refresh`) or changed input tokens ask for waits: both are in the tenant's
     /// hands, and a loop of new values would otherwise make a call each (`0s`: no wait).
-    #[arg(long = "refresh-request-interval", env = "GEBETA_REFRESH_REQUEST_INTERVAL", default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long = "refresh-request-interval", env = "GEBETA_REFRESH_REQUEST_INTERVAL", default_value = "10s", value_name = "DURATION", value_parser = parse_duration_or_zero)]
     pub refresh_request_interval: Duration,
     /// Identity of this replica in events and in the leader Lease (the pod name); a
     /// host-derived unique name when unset.
@@ -267,6 +267,15 @@ impl Args {
 
 /// Parses `600` (seconds) or a duration such as `10m`, `1h30m`, `90s` or `PT10M`; must be > 0.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(s)?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+/// A duration as [`parse_duration`] reads it, zero allowed (for a wait that `0s` turns off).
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let duration = if let Ok(seconds) = s.parse::<u64>() {
         Duration::from_secs(seconds)
@@ -279,9 +288,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         signed.unsigned_abs()
     };
-    if duration.is_zero() {
-        return Err("must be greater than zero".into());
-    }
     Ok(duration)
 }
 
@@ -463,9 +469,11 @@ mod tests {
             "--resync-interval=30",
             "--max-concurrent-reconciles=4",
             "--gebeta-rate-limit=2.5",
+            "--refresh-request-interval=0s",
             "--log-format=json",
         ])
         .unwrap();
+        assert_eq!(args.controllers.refresh_request_interval, Duration::ZERO);
         assert_eq!(args.namespaces(), vec!["a".to_string(), "b".to_string()]);
         assert!(!args.leader.leader_elect);
         assert_eq!(args.controllers.resync_interval, Duration::from_secs(30));
@@ -488,6 +496,10 @@ mod tests {
         assert_eq!(args.admin.admin_addr.to_string(), "0.0.0.0:8080");
         assert!(args.namespaces().is_empty());
         assert!(args.user_token_location().is_none());
+        assert_eq!(
+            args.controllers.refresh_request_interval,
+            Duration::from_secs(10)
+        );
         assert_eq!(
             args.gebeta.audit_interval, None,
             "the upstream audit is off"
