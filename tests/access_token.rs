@@ -1212,23 +1212,13 @@ impl Drop for Refusal {
 async fn a_refused_rollout_restart_is_reported_and_retried() {
     let mut f = Fixture::new("gat-restart-refused", 60, false).await;
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), &f.ns);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {
-            "name": "web",
-            "labels": {REFUSE_LABEL: "yes"},
-            "annotations": {RESTART_OPT_IN_ANNOTATION: "maps"},
-        },
-        "spec": {
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
-            },
-        },
-    }))
-    .unwrap();
+    let web = deployment(json!({
+        "name": "web",
+        "labels": {REFUSE_LABEL: "yes"},
+        "annotations": {RESTART_OPT_IN_ANNOTATION: "maps"},
+    }));
     deployments
-        .create(&PostParams::default(), &deployment)
+        .create(&PostParams::default(), &web)
         .await
         .unwrap();
     let refusal = Refusal::create(&f, "deployments", &["UPDATE"]).await;
@@ -1350,6 +1340,22 @@ async fn a_refused_secret_write_is_reported_then_cleared_once_written() {
     );
 }
 
+/// A Deployment with `metadata` (its name is also its pods' `app` label).
+fn deployment(metadata: Value) -> Deployment {
+    let name = metadata["name"].clone();
+    serde_json::from_value(json!({
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+            },
+        },
+    }))
+    .unwrap()
+}
+
 #[tokio::test]
 async fn rollout_restart_once_per_new_token() {
     let mut f = Fixture::new("gat-rollout", 3, false).await;
@@ -1359,19 +1365,11 @@ async fn rollout_restart_once_per_new_token() {
         ("web", json!({RESTART_OPT_IN_ANNOTATION: "other, maps"})),
         ("bystander", json!({})),
     ] {
-        let deployment: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": annotations},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
-                },
-            },
-        }))
-        .unwrap();
         deployments
-            .create(&PostParams::default(), &deployment)
+            .create(
+                &PostParams::default(),
+                &deployment(json!({"name": name, "annotations": annotations})),
+            )
             .await
             .unwrap();
     }

@@ -848,14 +848,7 @@ async fn short_listings_are_retried_and_never_taken_as_complete() {
                 },
             ),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        GebetaClient::new(ClientConfig {
-            base_url: format!("http://{addr}/api/v1"),
-            ..Default::default()
-        })
-        .unwrap()
+        client_of(app).await
     };
     // Short twice, then whole: the third pass is believed.
     let listed = serve(2).await.list_accounts(&user()).await.unwrap();
@@ -891,14 +884,7 @@ async fn listings_that_never_end_are_bounded() {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        GebetaClient::new(ClientConfig {
-            base_url: format!("http://{addr}/api/v1"),
-            ..Default::default()
-        })
-        .unwrap()
+        client_of(app).await
     };
     let err = serve(150).await.list_accounts(&user()).await.unwrap_err();
     assert!(
@@ -908,4 +894,16 @@ async fn listings_that_never_end_are_bounded() {
     );
     let err = serve(100).await.list_accounts(&user()).await.unwrap_err();
     assert!(err.to_string().contains("past 100000 accounts"), "{err}");
+}
+
+/// A client of a stub API serving `app` (routes under `/api/v1`) on a free local port.
+async fn client_of(app: axum::Router) -> GebetaClient {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    GebetaClient::new(ClientConfig {
+        base_url: format!("http://{addr}/api/v1"),
+        ..Default::default()
+    })
+    .unwrap()
 }

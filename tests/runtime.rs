@@ -208,6 +208,30 @@ fn election_args(ns: &str, lease: &str, duration: u64, renew: u64) -> Vec<String
     ]
 }
 
+/// Another identity takes Lease `name` (as after a partition its holder did not notice) and
+/// returns when. The holder renews every second: retried when its renewal wins the race (409).
+async fn steal_lease(leases: &Api<Lease>, name: &str) -> Instant {
+    support::eventually(
+        Duration::from_secs(10),
+        "the intruder takes the Lease",
+        || async move {
+            let mut lease = leases.get(name).await.ok()?;
+            let spec = lease.spec.as_mut()?;
+            spec.holder_identity = Some("intruder".into());
+            spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+            lease.meta_mut().managed_fields = None;
+            leases
+                .replace(name, &PostParams::default(), &lease)
+                .await
+                .ok()
+                .map(|_| Instant::now())
+        },
+    )
+    .await
+}
+
 async fn lease_holder(api: &Api<Lease>, name: &str) -> Option<String> {
     api.get_opt(name)
         .await
@@ -514,28 +538,7 @@ async fn a_leader_that_loses_its_lease_stops_at_once_and_exits_non_zero() {
 
     // Another identity takes the Lease (as after a partition the leader did not notice).
     // The leader renews every second: retry when its renewal wins the race (409 Conflict).
-    let stolen = support::eventually(
-        Duration::from_secs(10),
-        "the intruder takes the Lease",
-        || {
-            let leases = &leases;
-            async move {
-                let mut lease = leases.get("solo").await.ok()?;
-                let spec = lease.spec.as_mut()?;
-                spec.holder_identity = Some("intruder".into());
-                spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                    k8s_openapi::jiff::Timestamp::now(),
-                ));
-                lease.meta_mut().managed_fields = None;
-                leases
-                    .replace("solo", &PostParams::default(), &lease)
-                    .await
-                    .ok()
-                    .map(|_| Instant::now())
-            }
-        },
-    )
-    .await;
+    let stolen = steal_lease(&leases, "solo").await;
 
     let (status, _) = op.wait_exit(Duration::from_secs(10)).await;
     let took = stolen.elapsed();
@@ -619,28 +622,7 @@ async fn a_leader_that_loses_its_lease_while_draining_stops_at_once() {
         std::future::ready(op.log().contains("shutting down").then_some(()))
     })
     .await;
-    let stolen = support::eventually(
-        Duration::from_secs(10),
-        "the intruder takes the Lease",
-        || {
-            let leases = &leases;
-            async move {
-                let mut lease = leases.get("drain").await.ok()?;
-                let spec = lease.spec.as_mut()?;
-                spec.holder_identity = Some("intruder".into());
-                spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                    k8s_openapi::jiff::Timestamp::now(),
-                ));
-                lease.meta_mut().managed_fields = None;
-                leases
-                    .replace("drain", &PostParams::default(), &lease)
-                    .await
-                    .ok()
-                    .map(|_| Instant::now())
-            }
-        },
-    )
-    .await;
+    let stolen = steal_lease(&leases, "drain").await;
     let (_, _) = op.wait_exit(Duration::from_secs(60)).await;
     let took = stolen.elapsed();
     assert!(

@@ -213,6 +213,19 @@ impl Fixture {
         .await
     }
 
+    /// Waits until the rotation requested with `value` is done (`status.observedRotation`).
+    async fn wait_rotation_observed(&self, name: &str, value: &str) -> GebetaServiceAccountStatus {
+        let api = self.gsas();
+        support::eventually(DEADLINE, &format!("{name}: rotation {value} done"), || {
+            let api = api.clone();
+            async move {
+                let status = api.get(name).await.ok()?.status?;
+                (status.observed_rotation.as_deref() == Some(value)).then_some(status)
+            }
+        })
+        .await
+    }
+
     async fn wait_ready(&self, name: &str) -> GebetaServiceAccountStatus {
         let status = self.wait_reason(name, "Ready").await;
         assert_eq!(
@@ -1095,14 +1108,7 @@ async fn a_rotation_finishes_retiring_across_failures_and_restarts() {
     );
     assert_eq!(f.token_of("acct").await.0, second);
     f.sim.clear_faults();
-    let status = support::eventually(DEADLINE, "the rotation finishes", || {
-        let api = f.gsas();
-        async move {
-            let status = api.get("acct").await.ok()?.status?;
-            (status.observed_rotation.as_deref() == Some("1")).then_some(status)
-        }
-    })
-    .await;
+    let status = f.wait_rotation_observed("acct", "1").await;
     assert!(status.retiring.is_empty());
     assert_eq!(status.account_id.as_deref(), Some(second.as_str()));
     assert!(
@@ -1127,14 +1133,7 @@ async fn a_rotation_whose_create_was_lost_creates_again() {
     let uid = f.gsas().get("acct").await.unwrap().uid().unwrap();
     f.sim.inject("create_account", Fault::DropAfterCreate, 1);
     f.annotate("acct", ROTATE_ANNOTATION, "1").await;
-    let status = support::eventually(DEADLINE, "the rotation finishes", || {
-        let api = f.gsas();
-        async move {
-            let status = api.get("acct").await.ok()?.status?;
-            (status.observed_rotation.as_deref() == Some("1")).then_some(status)
-        }
-    })
-    .await;
+    let status = f.wait_rotation_observed("acct", "1").await;
     let current = status.account_id.clone().unwrap();
     assert_ne!(current, first, "the rotation replaced the account");
     assert!(status.retiring.is_empty());
