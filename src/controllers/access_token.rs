@@ -1673,6 +1673,7 @@ pub fn validate(
     max_lifetime: Duration,
 ) -> Result<TokenTimes, Problem> {
     let invalid = |m: String| Problem::new(reason::INVALID_TOKEN_FROM_UPSTREAM, m);
+    let expired = || invalid("the API answered an access token that is already expired".into());
     if token.trim().is_empty() {
         return Err(invalid("the API answered an empty access token".into()));
     }
@@ -1708,10 +1709,9 @@ pub fn validate(
             received,
             default_lifetime,
         )
-        .ok_or_else(|| invalid("the API answered an access token that is already expired".into()));
+        .ok_or_else(expired);
     }
-    TokenTimes::received(exp, claims.issued_at(), received, default_lifetime)
-        .ok_or_else(|| invalid("the API answered an access token that is already expired".into()))
+    TokenTimes::received(exp, claims.issued_at(), received, default_lifetime).ok_or_else(expired)
 }
 
 #[cfg(test)]

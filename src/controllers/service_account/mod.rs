@@ -1201,7 +1201,7 @@ async fn check_token_secret(
 
 /// Revokes then deletes an account; an account already gone counts as deleted.
 async fn delete_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
-    match revoke_upstream(ctx, user, id).await {
+    match request_revoke(ctx, user, id).await {
         // Refused outright (not a passing failure): deleting is still what the policy asks
         // for, and what settles it.
         Ok(()) | Err(gebeta::Error::Validation { .. }) => {}
@@ -1218,13 +1218,7 @@ async fn delete_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
 /// API, and any other refusal (a proxy, a changed API) would otherwise leave it ACTIVE while
 /// the object reported it revoked and went away.
 async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
-    let patch = AccountPatch {
-        status: Some(AccountState::Revoked),
-        ..Default::default()
-    };
-    match ctx.gebeta.patch_account(user, id, &patch).await {
-        Ok(_) => Ok(()),
-        Err(err) if err.is_not_found() => Ok(()),
+    match request_revoke(ctx, user, id).await {
         Err(err @ gebeta::Error::Validation { .. }) => {
             match ctx.gebeta.get_account(user, id).await {
                 Ok(account) if account.known_state() == Some(AccountState::Revoked) => Ok(()),
@@ -1232,7 +1226,20 @@ async fn revoke_upstream(ctx: &Context, user: &Token, id: &str) -> Result<(), ge
                 _ => Err(err),
             }
         }
-        Err(err) => Err(err),
+        other => other,
+    }
+}
+
+/// Asks for the account's revocation; one gone counts as revoked, a refusal is returned as
+/// it came (what it means is the caller's to decide: a delete follows anyway).
+async fn request_revoke(ctx: &Context, user: &Token, id: &str) -> Result<(), gebeta::Error> {
+    let patch = AccountPatch {
+        status: Some(AccountState::Revoked),
+        ..Default::default()
+    };
+    match ctx.gebeta.patch_account(user, id, &patch).await {
+        Err(err) if err.is_not_found() => Ok(()),
+        result => result.map(drop),
     }
 }
 
