@@ -242,6 +242,15 @@ pub fn due_from_status(
     (requested || planned || expires <= now).then_some(expires.max(now))
 }
 
+/// True when an object's status names no token (a new object, or one that never got one)
+/// and it is not suspended: its first call is due as soon as its inputs read well.
+pub fn names_no_token(
+    status: Option<&crate::crd::GebetaAccessTokenStatus>,
+    suspended: bool,
+) -> bool {
+    !suspended && status.and_then(|s| s.expires_at.as_deref()).is_none()
+}
+
 /// The deadline of an object's work judged from its last status: its token's expiry, or now
 /// when the status names no valid token.
 pub fn deadline_from_status(
@@ -646,6 +655,11 @@ mod tests {
         assert_eq!(due_from_status(None, None, false, now), None);
         let none = crate::crd::GebetaAccessTokenStatus::default();
         assert_eq!(due_from_status(Some(&none), Some("1"), false, now), None);
+        // ...which names_no_token tells apart (a first call is due once inputs read well).
+        assert!(names_no_token(None, false));
+        assert!(names_no_token(Some(&none), false));
+        assert!(!names_no_token(Some(&none), true));
+        assert!(!names_no_token(Some(&s), false));
         // A new refresh request is due; one already acted on is not.
         let s = status(T0 + 300, Some(T0 + 200), Some("1"));
         assert_eq!(
