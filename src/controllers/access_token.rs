@@ -98,6 +98,7 @@ use self::{
     schedule::TokenTimes,
     secret::{Keys, RefreshState},
 };
+use super::compact::{Compact, Compactable};
 use super::{
     Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope, conditions,
     service_account::ACCOUNT_ID_ANNOTATION,
@@ -302,11 +303,12 @@ pub struct Shared {
     accounts: Arc<Accounts>,
     /// True once every cache has its first full list: before, an absent Secret proves nothing.
     caches_ready: Readiness,
-    states: Mutex<HashMap<(String, String), ObjState>>,
+    /// Boxed: a table keeps room for up to twice its entries, and a state is 352 bytes.
+    states: Mutex<HashMap<(String, String), Box<ObjState>>>,
 }
 
 impl Shared {
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ObjState>> {
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Box<ObjState>>> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -369,7 +371,7 @@ pub async fn run(
         .namespaces()
         .into_iter()
         .map(|ns| {
-            let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<GebetaAccessToken>>();
+            let (tx, rx) = futures::channel::mpsc::unbounded::<ObjectRef<CachedToken>>();
             ((ns, tx), rx)
         })
         .unzip();
@@ -407,7 +409,7 @@ pub async fn run(
     let mut runs = Vec::new();
     let mut stores = Vec::new();
     let apis = scope
-        .apis::<GebetaAccessToken>(&client)
+        .apis::<CachedToken>(&client)
         .into_iter()
         .zip(scope.apis::<PartialObjectMeta<Secret>>(&client));
     for (((objects, secrets), (owned_events, account_events)), turns) in
@@ -456,7 +458,7 @@ pub async fn run(
         tokio::spawn(async move {
             if store.wait_until_ready().await.is_ok() {
                 for obj in store.state() {
-                    index.add_spec_refs(&obj);
+                    index.add_spec_refs(&obj.expand());
                 }
             }
         });
@@ -482,11 +484,7 @@ pub async fn run(
         stores,
         shared.ctx.metrics.clone(),
         shutdown,
-        |gat: &GebetaAccessToken| {
-            gat.status.as_ref().is_some_and(|s| {
-                super::conditions::is_true(&s.conditions, super::conditions::READY)
-            })
-        },
+        |gat: &CachedToken| *gat.summary(),
     );
     futures::future::join_all(runs).await;
 }
@@ -515,10 +513,44 @@ fn tend_gates(
 /// no limit), and this future is about 5 KiB. Boxed, a slot is the box's pointer beside the
 /// runner's own wrapper, and the 5 KiB live only while the reconcile does.
 fn reconcile(
-    obj: Arc<GebetaAccessToken>,
+    obj: Arc<CachedToken>,
     shared: Arc<Shared>,
 ) -> futures::future::BoxFuture<'static, Result<Action, Error>> {
-    Box::pin(reconcile_object(obj, shared))
+    Box::pin(async move {
+        // Waited for before the object is decoded: every reconcile of a new process starts at
+        // once and waits here, and decoded, each held a whole object meanwhile.
+        if !caches_synced(&shared).await {
+            return Ok(Action::requeue(CACHE_RECHECK));
+        }
+        reconcile_object(Arc::new(obj.expand()), shared).await
+    })
+}
+
+/// Waits a little for the caches' first full list (at start-up the objects' own watch may be
+/// ahead of them); false if they are still not there.
+async fn caches_synced(shared: &Shared) -> bool {
+    let deadline = tokio::time::Instant::now() + CACHE_WAIT;
+    while !shared.caches_ready.is_ready() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// An access token as the controller's cache keeps it (see [`compact`]).
+pub type CachedToken = Compact<GebetaAccessToken>;
+
+/// Summarized as whether it is Ready (the `objects` gauge counts them).
+impl Compactable for GebetaAccessToken {
+    type Summary = bool;
+
+    fn summarize(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| super::conditions::is_true(&s.conditions, super::conditions::READY))
+    }
 }
 
 async fn reconcile_object(
@@ -533,7 +565,7 @@ async fn reconcile_object(
     let key = (ns.clone(), name.clone());
     // Taken out for the reconcile and put back after it: the runner never reconciles one
     // object twice at once, and `error_policy` runs after the put-back.
-    let state = shared.states().remove(&key).unwrap_or_default();
+    let state = shared.states().remove(&key).map(|s| *s).unwrap_or_default();
     let mut run = Reconcile::new(&shared, ns, name, state);
     // Triggered by a gate when this object's turn came: its permit waits here.
     run.permit = shared.gate.claim(&key);
@@ -548,7 +580,7 @@ async fn reconcile_object(
     }
     drop(run.permit.take());
     if !run.gone {
-        shared.states().insert(key, run.state);
+        shared.states().insert(key, Box::new(run.state));
     }
     let label = match &result {
         Ok(_) => "ok",
@@ -561,7 +593,7 @@ async fn reconcile_object(
     result
 }
 
-fn error_policy(obj: Arc<GebetaAccessToken>, err: &Error, shared: Arc<Shared>) -> Action {
+fn error_policy(obj: Arc<CachedToken>, err: &Error, shared: Arc<Shared>) -> Action {
     let key = (obj.namespace().unwrap_or_default(), obj.name_any());
     let (errors, remaining) = {
         let mut states = shared.states();
@@ -675,19 +707,6 @@ impl<'a> Reconcile<'a> {
         }
     }
 
-    /// Waits a little for the caches' first full list (at start-up the objects' own watch may
-    /// be ahead of them); false if they are still not there.
-    async fn caches_synced(&self) -> bool {
-        let deadline = tokio::time::Instant::now() + CACHE_WAIT;
-        while !self.shared.caches_ready.is_ready() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
-    }
-
     /// An owned Secret from the cache, unless the cache has not caught up on our last write.
     fn owned(&mut self, name: &str) -> Result<Option<Secret>, Stale> {
         let copy = self.shared.owned.get(&self.ns, name);
@@ -712,9 +731,6 @@ impl<'a> Reconcile<'a> {
     /// (10,000 after a restart), so inline they made each ~10 KiB; boxed, a parked one holds
     /// only the frames on its path (measured 7,128 -> 2,440 bytes for this one).
     async fn reconcile(&mut self, obj: Arc<GebetaAccessToken>) -> Result<Action, Error> {
-        if !self.caches_synced().await {
-            return Ok(Action::requeue(CACHE_RECHECK));
-        }
         if obj.metadata.deletion_timestamp.is_some() {
             return Ok(self.forget());
         }

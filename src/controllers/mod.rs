@@ -3,6 +3,7 @@
 
 pub mod access_token;
 pub mod backoff;
+pub mod compact;
 pub mod conditions;
 pub mod events;
 pub mod own_writes;
@@ -232,6 +233,15 @@ impl Context {
 /// nudge ends a service account's backoff). A key with a space is not a valid annotation key,
 /// so no real annotation can clash with it.
 pub const OTHER_ANNOTATIONS_DIGEST: &str = "gebeta.app/ digest of other annotations";
+
+/// A 64-bit digest of a string kept only to be compared (a UID, a resource version): a key
+/// without an allocation. Two strings whose digests collide (odds 2⁻⁶⁴) are taken as one.
+pub fn digest64(s: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
 
 /// A controller whose cache keeps its objects trimmed by [`trim_metadata`] (see
 /// [`settled_controller`]).

@@ -8,7 +8,6 @@
 //! certainly stale; such a copy is skipped until the store catches up.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 /// How many of an object's own writes are remembered (a reconcile makes at most a few).
@@ -20,11 +19,7 @@ const REMEMBERED: usize = 8;
 /// allocations (4.5 MiB at 10,000 tokens and their service accounts, measured with
 /// heaptrack). Two versions of one object whose digests collide (odds 2⁻⁶⁴) would at worst
 /// make a current copy look stale until the next event.
-fn digest(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
+use super::digest64 as digest;
 
 /// The digests of an object's last writes, oldest first.
 #[derive(Clone, Copy, Default)]

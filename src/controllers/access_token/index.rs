@@ -15,6 +15,7 @@ use std::{collections::HashMap, sync::RwLock};
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
+use super::CachedToken;
 use crate::crd::GebetaAccessToken;
 
 type Key = (String, String);
@@ -27,7 +28,7 @@ pub struct Refs {
 }
 
 /// A few names (an object depends on one to five; a Secret is used by one object or a few),
-/// sorted and without repeats, in one small allocation. Every object keeps two `Refs` (here
+/// sorted and without repeats, in one allocation of their exact size. Every object keeps two `Refs` (here
 /// and with its remembered inputs) and appears in the reverse maps under each name it uses;
 /// as `BTreeSet`s each set cost a 280-byte tree node even for one name (13 MiB at 10,000
 /// objects, measured with jemalloc's size-class statistics), as `HashSet`s a 128-byte table.
@@ -38,12 +39,16 @@ impl Names {
     pub fn insert(&mut self, name: String) {
         if let Err(at) = self.0.binary_search(&name) {
             self.0.insert(at, name);
+            // A vector grown from empty has room for four names (96 bytes), and most of
+            // these hold one for good.
+            self.0.shrink_to_fit();
         }
     }
 
     pub fn remove(&mut self, name: &str) {
         if let Ok(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
             self.0.remove(at);
+            self.0.shrink_to_fit();
         }
     }
 
@@ -223,7 +228,7 @@ impl RefIndex {
         ns: &str,
         secret: &str,
         owner: Option<&str>,
-    ) -> Vec<ObjectRef<GebetaAccessToken>> {
+    ) -> Vec<ObjectRef<CachedToken>> {
         let objects = Self::refs(&self.read().by_secret, ns, secret);
         let (own, inputs_of): (Vec<_>, Vec<_>) = objects
             .into_iter()
@@ -234,14 +239,11 @@ impl RefIndex {
     }
 
     /// Objects that depend on service account `ns/account` (their input epochs move on).
-    pub fn for_account(&self, ns: &str, account: &str) -> Vec<ObjectRef<GebetaAccessToken>> {
+    pub fn for_account(&self, ns: &str, account: &str) -> Vec<ObjectRef<CachedToken>> {
         self.bump(Self::refs(&self.read().by_account, ns, account))
     }
 
-    fn bump(
-        &self,
-        objects: Vec<ObjectRef<GebetaAccessToken>>,
-    ) -> Vec<ObjectRef<GebetaAccessToken>> {
+    fn bump(&self, objects: Vec<ObjectRef<CachedToken>>) -> Vec<ObjectRef<CachedToken>> {
         if !objects.is_empty() {
             let mut epochs = self.epochs();
             for o in &objects {
@@ -252,7 +254,7 @@ impl RefIndex {
         objects
     }
 
-    fn refs(map: &HashMap<Key, Names>, ns: &str, name: &str) -> Vec<ObjectRef<GebetaAccessToken>> {
+    fn refs(map: &HashMap<Key, Names>, ns: &str, name: &str) -> Vec<ObjectRef<CachedToken>> {
         map.get(&key(ns, name))
             .into_iter()
             .flatten()
@@ -275,11 +277,25 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn names_stay_sorted_unique_and_exactly_sized() {
+        let mut names = Names::default();
+        names.extend(["b", "a", "b"].map(String::from));
+        assert_eq!(names.0, ["a", "b"]);
+        assert_eq!(
+            names.0.capacity(),
+            2,
+            "no room kept for names that never come"
+        );
+        names.remove("a");
+        assert_eq!((names.0.len(), names.0.capacity()), (1, 1));
+    }
     use crate::crd::{
         GebetaAccessTokenSpec, LocalObjectReference, SecretKeySelector, access_token::TokenSource,
     };
 
-    fn names(refs: Vec<ObjectRef<GebetaAccessToken>>) -> BTreeSet<String> {
+    fn names(refs: Vec<ObjectRef<CachedToken>>) -> BTreeSet<String> {
         refs.into_iter().map(|r| r.name).collect()
     }
 

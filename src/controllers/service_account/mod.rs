@@ -39,6 +39,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     ByteString,
     api::core::v1::{ObjectReference, Secret},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -55,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Context, FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, Readiness, WatchScope,
     backoff::{jitter_seed, retry_delay},
+    compact::{Compact, Compactable},
     conditions::{self, format_time},
     reason,
 };
@@ -206,9 +208,10 @@ struct Reconciler {
     failures: Mutex<HashMap<String, Backoff>>,
     /// When each object's next upstream comparison is due, and at which generation: a reconcile
     /// triggered by our own writes or by a restart makes no Gebeta call until the resync is due.
-    checked: Mutex<HashMap<String, (Instant, Option<i64>)>>,
+    /// Keyed by the UID's digest ([`super::digest64`]): one entry per object, for good.
+    checked: Mutex<HashMap<u64, (Instant, Option<i64>)>>,
     /// The controllers' caches, to tell whether the object named by an account's marker exists.
-    stores: Mutex<Vec<kube::runtime::reflector::Store<GebetaServiceAccount>>>,
+    stores: Mutex<Vec<kube::runtime::reflector::Store<CachedAccount>>>,
     /// The caches see every namespace: an owner absent from them is gone.
     cluster_wide: bool,
 }
@@ -218,27 +221,29 @@ impl Reconciler {
     /// first: one that already holds the account keeps it; among equals, the older (then the
     /// smaller UID). As `namespace/name`.
     fn earlier_adopter(&self, gsa: &GebetaServiceAccount, account_id: &str) -> Option<String> {
-        let order = |o: &GebetaServiceAccount| {
-            let holds = o
-                .status
-                .as_ref()
-                .is_some_and(|s| s.adopted && s.account_id.as_deref() == Some(account_id));
+        // Others are compared by their summary: they name `account_id` (filtered below), so
+        // holding the account they name is holding this one.
+        let order = |holds: bool, meta: &ObjectMeta| {
             (
                 !holds,
-                o.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                o.metadata.uid.clone(),
+                meta.creation_timestamp.as_ref().map(|t| t.0),
+                meta.uid.clone(),
             )
         };
-        let mine = order(gsa);
+        let holds = gsa
+            .status
+            .as_ref()
+            .is_some_and(|s| s.adopted && s.account_id.as_deref() == Some(account_id));
+        let mine = order(holds, &gsa.metadata);
         self.stores
             .lock()
             .expect("not poisoned")
             .iter()
             .flat_map(|s| s.state())
-            .filter(|o| o.metadata.uid != gsa.metadata.uid)
-            .filter(|o| o.spec.account_id.as_deref() == Some(account_id))
-            .filter(|o| o.metadata.deletion_timestamp.is_none())
-            .filter(|o| order(o) < mine)
+            .filter(|o| o.meta().uid != gsa.metadata.uid)
+            .filter(|o| o.summary().named_account.as_deref() == Some(account_id))
+            .filter(|o| o.meta().deletion_timestamp.is_none())
+            .filter(|o| order(o.summary().holds_named, o.meta()) < mine)
             .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
             .min()
     }
@@ -253,7 +258,7 @@ impl Reconciler {
                 .expect("not poisoned")
                 .iter()
                 .flat_map(|s| s.state())
-                .any(|o| o.metadata.uid.as_deref() == Some(uid))
+                .any(|o| o.meta().uid.as_deref() == Some(uid))
     }
 }
 
@@ -268,12 +273,41 @@ struct Backoff {
 
 /// A hash of what a user changes to fix a problem: the spec (via the generation) and the
 /// annotations (rotation, cleanup skip, or any nudge).
-fn user_fingerprint(gsa: &GebetaServiceAccount) -> u64 {
+fn user_fingerprint(meta: &ObjectMeta) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    gsa.metadata.generation.hash(&mut hasher);
-    gsa.metadata.annotations.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
     hasher.finish()
+}
+
+/// A service account as the controller's cache keeps it (see [`compact`]).
+type CachedAccount = Compact<GebetaServiceAccount>;
+
+/// What scans of every cached account read: the `objects` gauge, and the search for an
+/// earlier adopter of an upstream account (see [`Reconciler::earlier_adopter`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountSummary {
+    pub ready: bool,
+    /// `spec.accountId`.
+    pub named_account: Option<Box<str>>,
+    /// The status holds the account `spec.accountId` names, adopted.
+    pub holds_named: bool,
+}
+
+impl Compactable for GebetaServiceAccount {
+    type Summary = AccountSummary;
+
+    fn summarize(&self) -> AccountSummary {
+        let status = self.status.as_ref();
+        AccountSummary {
+            ready: status.is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY)),
+            named_account: self.spec.account_id.as_deref().map(Box::from),
+            holds_named: status.is_some_and(|s| {
+                s.adopted && s.account_id.is_some() && s.account_id == self.spec.account_id
+            }),
+        }
+    }
 }
 
 impl Reconciler {
@@ -316,7 +350,7 @@ impl Reconciler {
         }
         let now = Instant::now();
         let mut checked = self.checked.lock().expect("not poisoned");
-        match checked.get(uid) {
+        match checked.get(&super::digest64(uid)) {
             Some((due, seen)) if *seen == generation => {
                 due.checked_duration_since(now).filter(|d| !d.is_zero())
             }
@@ -327,7 +361,7 @@ impl Reconciler {
                     .settings
                     .resync_interval
                     .mul_f64(rand::random::<f64>());
-                checked.insert(uid.to_string(), (now + delay, generation));
+                checked.insert(super::digest64(uid), (now + delay, generation));
                 Some(delay)
             }
         }
@@ -338,12 +372,15 @@ impl Reconciler {
         self.checked
             .lock()
             .expect("not poisoned")
-            .insert(uid.to_string(), (due, generation));
+            .insert(super::digest64(uid), (due, generation));
     }
 
     fn forget(&self, uid: &str) {
         self.ctx.own_writes.forget(uid);
-        self.checked.lock().expect("not poisoned").remove(uid);
+        self.checked
+            .lock()
+            .expect("not poisoned")
+            .remove(&super::digest64(uid));
         self.failures.lock().expect("not poisoned").remove(uid);
     }
 }
@@ -375,7 +412,7 @@ pub async fn run(
         .namespaces()
         .into_iter()
         .map(|ns| {
-            let api: Api<GebetaServiceAccount> = scope.api_in(&ctx.kube, ns.as_deref());
+            let api: Api<CachedAccount> = scope.api_in(&ctx.kube, ns.as_deref());
             let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
             let controller = crate::controllers::lean_controller(api, scope.watcher_config())
                 .owns(secrets, secrets_config.clone())
@@ -409,11 +446,7 @@ pub async fn run(
         stores,
         ctx.metrics.clone(),
         shutdown.clone(),
-        |gsa: &GebetaServiceAccount| {
-            gsa.status
-                .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY))
-        },
+        |gsa: &CachedAccount| gsa.summary().ready,
     );
     tokio::join!(
         join_all(controllers),
@@ -421,7 +454,8 @@ pub async fn run(
     );
 }
 
-async fn reconcile(gsa: Arc<GebetaServiceAccount>, rec: Arc<Reconciler>) -> Result<Action, Error> {
+async fn reconcile(cached: Arc<CachedAccount>, rec: Arc<Reconciler>) -> Result<Action, Error> {
+    let gsa = Arc::new(cached.expand());
     let started = Instant::now();
     let ns = gsa.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %gsa.name_any());
@@ -451,8 +485,12 @@ async fn reconcile(gsa: Arc<GebetaServiceAccount>, rec: Arc<Reconciler>) -> Resu
     result
 }
 
-fn error_policy(gsa: Arc<GebetaServiceAccount>, err: &Error, rec: Arc<Reconciler>) -> Action {
-    let delay = rec.backoff(&gsa.uid().unwrap_or_default(), user_fingerprint(&gsa), None);
+fn error_policy(gsa: Arc<CachedAccount>, err: &Error, rec: Arc<Reconciler>) -> Action {
+    let delay = rec.backoff(
+        &gsa.uid().unwrap_or_default(),
+        user_fingerprint(gsa.meta()),
+        None,
+    );
     tracing::warn!(namespace = %gsa.namespace().unwrap_or_default(), name = %gsa.name_any(), %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -484,7 +522,7 @@ async fn apply(
         // brings the current one (the requeue only guards against a lost event).
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    if let Some(wait) = rec.waiting(&uid, user_fingerprint(gsa)) {
+    if let Some(wait) = rec.waiting(&uid, user_fingerprint(&gsa.metadata)) {
         // Backing off after a failure (this reconcile comes from our own status write or a
         // Secret event): no API call until the wait is over or the user changes the object.
         return Ok(Action::requeue(wait));
@@ -611,7 +649,7 @@ async fn finish(
                 .await;
             }
             tracing::info!(reason = failure.reason, message = %failure.message, "not ready");
-            Action::requeue(rec.backoff(&uid, user_fingerprint(gsa), failure.retry_after))
+            Action::requeue(rec.backoff(&uid, user_fingerprint(&gsa.metadata), failure.retry_after))
         }
     };
     let recovered = outcome.is_ok()
