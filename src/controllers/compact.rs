@@ -136,6 +136,13 @@ mod tests {
         })
     }
 
+    /// An object with `fields` (spec, status) and [`metadata`]; its kind is the type it is read
+    /// as, which writes `apiVersion` and `kind` back.
+    fn object(mut fields: serde_json::Value) -> serde_json::Value {
+        fields["metadata"] = metadata();
+        fields
+    }
+
     fn condition() -> serde_json::Value {
         serde_json::json!({
             "type": "Ready", "status": "True", "reason": "TokenRefreshed",
@@ -161,9 +168,7 @@ mod tests {
 
     #[test]
     fn compact_objects_read_back_as_they_were() {
-        let token = round_trip::<GebetaAccessToken>(serde_json::json!({
-            "apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaAccessToken",
-            "metadata": metadata(),
+        let token = round_trip::<GebetaAccessToken>(object(serde_json::json!({
             "spec": {
                 "clientToken": {"serviceAccountRef": {"name": "client"}},
                 "serverToken": {"secretKeyRef": {"name": "dash", "key": "server"}},
@@ -184,11 +189,9 @@ mod tests {
                 "sourceAccountIds": ["acc-1", "acc-2"], "observedRefreshRequest": "1",
                 "observedGeneration": 3, "conditions": [condition()]
             }
-        }));
+        })));
         assert!(*token.summary());
-        let account = round_trip::<GebetaServiceAccount>(serde_json::json!({
-            "apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaServiceAccount",
-            "metadata": metadata(),
+        let account = round_trip::<GebetaServiceAccount>(object(serde_json::json!({
             "spec": {
                 "platform": "WEB", "isAdmin": false, "description": "maps",
                 "scopes": ["TILE", "GEOCODING"], "suspended": false, "deletionPolicy": "Orphan",
@@ -207,7 +210,7 @@ mod tests {
                 "nextRotationTime": "2026-12-31T10:00:00Z",
                 "observedGeneration": 3, "conditions": [condition()]
             }
-        }));
+        })));
         let summary = account.summary();
         assert!(summary.ready && summary.holds_named);
         assert_eq!(summary.named_account.as_deref(), Some("acc-1"));
@@ -215,15 +218,13 @@ mod tests {
 
     #[test]
     fn an_object_kept_whole_reads_back_too() {
-        let compact = round_trip::<GebetaAccessToken>(serde_json::json!({
-            "apiVersion": "gebeta.app/v1alpha1", "kind": "GebetaAccessToken",
-            "metadata": metadata(),
+        let compact = round_trip::<GebetaAccessToken>(object(serde_json::json!({
             "spec": {
                 "clientToken": {"serviceAccountRef": {"name": "client"}},
                 "serverToken": {"serviceAccountRef": {"name": "server"}},
                 "secretName": "maps-token"
             }
-        }));
+        })));
         let whole = Compact::<GebetaAccessToken> {
             rest: (envelope::<GebetaAccessToken>() + &compact.rest).into(),
             ..compact.clone()
