@@ -254,7 +254,9 @@ struct Unwritten {
 /// costs at most one early retry and one read of the inputs).
 #[derive(Clone, Debug, Default)]
 struct ObjState {
-    uid: String,
+    /// Digest of the object's UID ([`crate::controllers::digest64`]): a new object under the
+    /// same name starts afresh. Only compared, so not kept as the 36-character string.
+    uid: u64,
     /// Consecutive failed Gebeta calls.
     failures: u32,
     /// No call before this time...
@@ -320,7 +322,7 @@ impl Shared {
         self.gate.forget(&key);
         self.reads.forget(&key);
         if let Some(state) = self.states().remove(&key) {
-            self.ctx.own_writes.forget(&state.uid);
+            self.ctx.own_writes.forget_digest(state.uid);
         }
     }
 }
@@ -695,7 +697,7 @@ impl<'a> Reconcile<'a> {
         // This reconcile holds the object's state (see `reconcile`), so its versions are
         // forgotten here rather than by `Shared::forget`.
         self.shared.forget(&self.ns, &self.name);
-        self.ctx().own_writes.forget(&self.state.uid);
+        self.ctx().own_writes.forget_digest(self.state.uid);
         self.gone = true;
         Action::await_change()
     }
@@ -735,9 +737,9 @@ impl<'a> Reconcile<'a> {
             return Ok(self.forget());
         }
         let uid = obj.uid().unwrap_or_default();
-        if self.state.uid != uid {
+        if self.state.uid != crate::controllers::digest64(&uid) {
             self.state = ObjState {
-                uid: uid.clone(),
+                uid: crate::controllers::digest64(&uid),
                 ..ObjState::default()
             };
         }
@@ -827,7 +829,7 @@ impl<'a> Reconcile<'a> {
             secret_name: &spec.secret_name,
             suspended: spec.suspended,
             refresh_before: refresh_before(&obj),
-            seed: schedule::jitter_seed(&self.state.uid),
+            seed: schedule::jitter_seed(obj.metadata.uid.as_deref().unwrap_or_default()),
             hard_blocker: fetched.hard_blocker,
             input_problem: acted.input_problem,
             decision: acted.decision,
@@ -930,7 +932,7 @@ impl<'a> Reconcile<'a> {
     /// cache has not caught up with one of our writes.
     async fn fetch(&mut self, obj: &GebetaAccessToken) -> Result<Option<Fetched>, Error> {
         let spec = &obj.spec;
-        let uid = self.state.uid.clone();
+        let uid = obj.uid().unwrap_or_default();
         let keys = Keys::of(obj);
         let refresh_name = secret::refresh_secret_name(&self.name);
         let (Ok(target), Ok(refresh)) = (self.owned(&spec.secret_name), self.owned(&refresh_name))
@@ -1001,7 +1003,7 @@ impl<'a> Reconcile<'a> {
         manual_request: bool,
     ) -> Result<Acted, Error> {
         let spec = &obj.spec;
-        let uid = self.state.uid.clone();
+        let uid = obj.uid().unwrap_or_default();
         let inputs = Box::pin(self.inputs(obj)).await?;
         let fingerprint = inputs
             .as_ref()
