@@ -584,6 +584,10 @@ async fn finish(
     let previous_reason =
         conditions::get(&original.conditions, conditions::READY).map(|c| c.reason.clone());
     status.observed_generation = generation;
+    // `sync` may have created the account or rotated it: the schedule counts from the new
+    // time, and the status that first reads Ready already shows it (not a write later).
+    let next = next_rotation(gsa, &status);
+    status.next_rotation_time = next.map(format_time);
     let action = match &outcome {
         Ok(waiting) => {
             rec.succeeded(&uid);
@@ -616,8 +620,7 @@ async fn finish(
                 Some(w) => resync.min(w.recheck),
                 None => resync,
             };
-            // `sync` may have rotated: the schedule counts from the new time.
-            Action::requeue(earliest(wake, next_rotation(gsa, &status)))
+            Action::requeue(earliest(wake, next))
         }
         Err(failure) => {
             conditions::set(
