@@ -737,9 +737,10 @@ impl<'a> Reconcile<'a> {
             return Ok(self.forget());
         }
         let uid = obj.uid().unwrap_or_default();
-        if self.state.uid != crate::controllers::digest64(&uid) {
+        let uid_digest = crate::controllers::digest64(uid.as_str());
+        if self.state.uid != uid_digest {
             self.state = ObjState {
-                uid: crate::controllers::digest64(&uid),
+                uid: uid_digest,
                 ..ObjState::default()
             };
         }
@@ -829,7 +830,7 @@ impl<'a> Reconcile<'a> {
             secret_name: &spec.secret_name,
             suspended: spec.suspended,
             refresh_before: refresh_before(&obj),
-            seed: schedule::jitter_seed(obj.metadata.uid.as_deref().unwrap_or_default()),
+            seed: schedule::jitter_seed(&uid),
             hard_blocker: fetched.hard_blocker,
             input_problem: acted.input_problem,
             decision: acted.decision,

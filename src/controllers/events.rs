@@ -189,7 +189,7 @@ struct SeriesCache {
 }
 
 /// An open series: when its event was created (which, with the object's name, names it:
-/// [`EventPublisher::event_name`]; kept as the name, it was an allocation per open series,
+/// [`event_name`]; kept as the name, it was an allocation per open series,
 /// ~1 MiB for the 20,000 objects of an apply for six minutes after it), its count and when it
 /// was last seen.
 #[derive(Debug)]
@@ -239,10 +239,7 @@ impl SeriesCache {
     fn sweep(&mut self, now: Timestamp) {
         self.swept_at = Some(now);
         self.open.retain(|_, s| s.last_observed + SERIES_TTL > now);
-        // A burst (an apply of thousands of objects) leaves a large table behind otherwise.
-        if self.open.capacity() > 4 * self.open.len().max(64) {
-            self.open.shrink_to_fit();
-        }
+        super::shrink_if_sparse(&mut self.open);
     }
 }
 

@@ -234,13 +234,26 @@ impl Context {
 /// so no real annotation can clash with it.
 pub const OTHER_ANNOTATIONS_DIGEST: &str = "gebeta.app/ digest of other annotations";
 
-/// A 64-bit digest of a string kept only to be compared (a UID, a resource version): a key
-/// without an allocation. Two strings whose digests collide (odds 2⁻⁶⁴) are taken as one.
-pub fn digest64(s: &str) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
+/// A 64-bit digest of a value kept only to be compared (a UID, a resource version, a
+/// namespace and name): a key without an allocation. Two values whose digests collide (odds
+/// 2⁻⁶⁴) are taken as one.
+pub fn digest64<T: std::hash::Hash + ?Sized>(value: &T) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
     let mut h = DefaultHasher::new();
-    s.hash(&mut h);
+    value.hash(&mut h);
     h.finish()
+}
+
+/// Below this capacity a per-object table is not shrunk (see [`shrink_if_sparse`]).
+pub const SHRINK_FLOOR: usize = 64;
+
+/// Gives a per-object table's room back once it is mostly empty: a burst (an apply, a
+/// restart) leaves it sized for every object. Amortised: it shrinks to twice its length, so
+/// by half or more each time.
+pub fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut std::collections::HashMap<K, V>) {
+    if map.capacity() > SHRINK_FLOOR && map.len() * 4 < map.capacity() {
+        map.shrink_to((map.len() * 2).max(SHRINK_FLOOR));
+    }
 }
 
 /// A controller whose cache keeps its objects trimmed by [`trim_metadata`] (see

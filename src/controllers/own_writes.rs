@@ -13,9 +13,6 @@ use std::sync::Mutex;
 /// How many of an object's own writes are remembered (a reconcile makes at most a few).
 const REMEMBERED: usize = 8;
 
-/// Below this many records the table is not shrunk.
-const MIN_CAPACITY: usize = 64;
-
 /// A 64-bit digest of a UID or a resource version. Only equality is asked of versions, and
 /// kept as digests an object's record is one fixed slot without allocations: as strings
 /// (the UID, a deque of versions) it cost about 225 bytes per object, most of it small
@@ -104,12 +101,7 @@ impl OwnWrites {
             Some(i) if i + 1 < versions.len() => true,
             Some(_) => {
                 by_uid.remove(&key);
-                // A burst (an apply, a restart) leaves a table sized for every object; give
-                // the room back once it is mostly empty (amortised: it shrinks by half or more).
-                if by_uid.capacity() > MIN_CAPACITY && by_uid.len() * 4 < by_uid.capacity() {
-                    let keep = (by_uid.len() * 2).max(MIN_CAPACITY);
-                    by_uid.shrink_to(keep);
-                }
+                super::shrink_if_sparse(&mut by_uid);
                 false
             }
             None => false,
@@ -187,7 +179,7 @@ mod tests {
         let by_uid = writes.by_uid.lock().unwrap();
         assert_eq!(by_uid.len(), 10);
         assert!(
-            by_uid.capacity() <= 4 * MIN_CAPACITY,
+            by_uid.capacity() <= 4 * super::super::SHRINK_FLOOR,
             "capacity {} after the burst's {burst}",
             by_uid.capacity()
         );

@@ -121,11 +121,8 @@ struct Epochs {
 }
 
 fn epoch_key(ns: &str, name: &str) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
     // A `str` hashes with a terminator, so no two (namespace, name) pairs feed the same bytes.
-    let mut h = DefaultHasher::new();
-    (ns, name).hash(&mut h);
-    h.finish()
+    crate::controllers::digest64(&(ns, name))
 }
 
 /// Reverse index from Secrets and service accounts to the objects that use them.
