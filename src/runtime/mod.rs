@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod kube_http;
 pub mod lease;
 pub mod logging;
 pub mod shutdown;
@@ -85,14 +86,16 @@ pub enum RunError {
 /// rules can tell the operator's requests apart.
 pub const USER_AGENT: &str = concat!("gebeta-operator/", env!("CARGO_PKG_VERSION"));
 
-/// A Kubernetes client from the in-cluster or kubeconfig settings, naming itself.
-async fn kube_client() -> Result<kube::Client, RunError> {
+/// A Kubernetes client from the in-cluster or kubeconfig settings, naming itself, with a
+/// connection pool sized for `max_concurrent_reconciles`.
+async fn kube_client(max_concurrent_reconciles: u16) -> Result<kube::Client, RunError> {
     let mut config = kube::Config::infer().await.map_err(RunError::KubeConfig)?;
     config.headers.push((
         axum::http::header::USER_AGENT,
         axum::http::HeaderValue::from_static(USER_AGENT),
     ));
-    kube::Client::try_from(config).map_err(RunError::Kube)
+    let limits = kube_http::PoolLimits::for_reconciles(max_concurrent_reconciles);
+    kube_http::client(config, limits).map_err(RunError::Kube)
 }
 
 /// A checked configuration, ready to run.
@@ -189,7 +192,7 @@ impl Operator {
 
     /// Runs until `shutdown` is cancelled (`Ok`) or a failure.
     pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), RunError> {
-        let kube = kube_client().await?;
+        let kube = kube_client(self.settings.max_concurrent_reconciles).await?;
         let metrics = Metrics::new();
         let readiness = Readiness::default();
         let admin_stop = CancellationToken::new();
