@@ -103,7 +103,10 @@ impl Fixture {
             default_credentials_namespaces: self.allowed.clone(),
             ..Settings::default()
         };
-        let ctx = Context::new(self.client.clone(), gebeta, Metrics::new(), settings);
+        let kube = support::control_plane()
+            .client_as(&self.operator_user(), &["system:masters"])
+            .expect("a client for the controller");
+        let ctx = Context::new(kube, gebeta, Metrics::new(), settings);
         let scope = WatchScope {
             namespaces: std::iter::once(self.ns.clone())
                 .chain(self.more_namespaces.iter().cloned())
@@ -127,6 +130,29 @@ impl Fixture {
             }
         });
         self.operator = Some(Operator { shutdown, task });
+    }
+
+    /// The identity the in-process controller acts as, so that the audit log tells its
+    /// requests from the test's.
+    fn operator_user(&self) -> String {
+        format!("operator-{}", self.ns)
+    }
+
+    /// Secrets the in-process controller read (get, list) by name in this test's namespace
+    /// since `offset` of the audit log.
+    fn secrets_read_since(&self, offset: u64) -> Vec<String> {
+        let (events, _) = support::control_plane()
+            .audit_log()
+            .expect("the test control plane keeps an audit log")
+            .read_from(offset)
+            .expect("read the audit log");
+        let user = self.operator_user();
+        events
+            .iter()
+            .filter(|e| e.user == user && e.namespace == self.ns)
+            .filter(|e| e.is_read() && e.resource == "secrets")
+            .map(|e| format!("{} {}", e.verb, e.name))
+            .collect()
     }
 
     /// Stops the controller the way a crash does: its in-flight work is simply dropped.
@@ -943,6 +969,8 @@ async fn a_no_op_resync_writes_nothing_anywhere() {
     };
     let writes_before = writes(&f.sim);
     let gets = f.sim.calls("get_account");
+    let audit = support::control_plane().audit_log().expect("audit log");
+    let offset = audit.end();
 
     // Several more resyncs happen...
     support::eventually(DEADLINE, "three more resyncs", || {
@@ -970,6 +998,48 @@ async fn a_no_op_resync_writes_nothing_anywhere() {
         secret_rv,
         "no Secret write"
     );
+    // ...nor read the token Secret again: its watch has seen no change since it was last
+    // found in place (the management credentials are still read for each comparison).
+    let reads = f.secrets_read_since(offset);
+    assert!(
+        !reads.iter().any(|r| r.ends_with(" acct-token")),
+        "the unchanged token Secret was read again: {reads:?}"
+    );
+    assert!(
+        reads.iter().any(|r| r == "get gebeta-user"),
+        "the resyncs read the management credentials: {reads:?}"
+    );
+}
+
+/// The token Secret is no longer read at each resync: its watch must still bring every change
+/// that matters. Resyncs are an hour apart here, so only the watch can.
+#[tokio::test]
+async fn a_deleted_or_taken_over_token_secret_is_reported() {
+    let f = Fixture::new("gsa-token-secret").await;
+    f.create("gone", web_account("gone")).await;
+    f.create("taken", web_account("taken")).await;
+    f.wait_ready("gone").await;
+    f.wait_ready("taken").await;
+
+    f.secrets()
+        .delete("gone-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    let status = f.wait_reason("gone", "TokenSecretMissing").await;
+    assert!(status.account_id.is_some(), "the account is kept");
+
+    // Another manager takes the Secret over (the label the operator's ownership check reads).
+    f.secrets()
+        .patch(
+            "taken-token",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "someone-else"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    f.wait_reason("taken", "SecretConflict").await;
 }
 
 #[tokio::test]

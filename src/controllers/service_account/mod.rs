@@ -30,7 +30,10 @@ pub mod user_token;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -43,8 +46,9 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{ListParams, PartialObjectMeta, Patch, PatchParams},
     runtime::{
+        WatchStreamExt,
         controller::Action,
         events::EventType,
         finalizer::{Event as Finalizer, finalizer},
@@ -201,6 +205,17 @@ fn earliest(wake: Duration, next: Option<Timestamp>) -> Duration {
     }
 }
 
+/// What is known about an object between reconciles.
+#[derive(Debug, Clone, Copy)]
+struct Check {
+    /// When the next upstream comparison is due, and the generation it compares.
+    due: Instant,
+    generation: Option<i64>,
+    /// [`Reconciler::token_secret_events`] when the token Secret was last found in place (0:
+    /// not yet).
+    token_secret_seen: u64,
+}
+
 /// State of the controller beyond the shared context.
 struct Reconciler {
     ctx: Arc<Context>,
@@ -209,7 +224,11 @@ struct Reconciler {
     /// When each object's next upstream comparison is due, and at which generation: a reconcile
     /// triggered by our own writes or by a restart makes no Gebeta call until the resync is due.
     /// Keyed by the UID's digest ([`super::digest64`]): one entry per object, for good.
-    checked: Mutex<HashMap<u64, (Instant, Option<i64>)>>,
+    checked: Mutex<HashMap<u64, Check>>,
+    /// Counts the events of the watch on the token Secrets (relists included): a token Secret
+    /// found in place at the current count has not changed since, and is not read again.
+    /// Starts at 1 (0 in [`Check`] is "never found").
+    token_secret_events: Arc<AtomicU64>,
     /// The controllers' caches, to tell whether the object named by an account's marker exists.
     stores: Mutex<Vec<kube::runtime::reflector::Store<CachedAccount>>>,
     /// The caches see every namespace: an owner absent from them is gone.
@@ -351,9 +370,10 @@ impl Reconciler {
         let now = Instant::now();
         let mut checked = self.checked.lock().expect("not poisoned");
         match checked.get(&super::digest64(uid)) {
-            Some((due, seen)) if *seen == generation => {
-                due.checked_duration_since(now).filter(|d| !d.is_zero())
-            }
+            Some(check) if check.generation == generation => check
+                .due
+                .checked_duration_since(now)
+                .filter(|d| !d.is_zero()),
             Some(_) => None,
             None => {
                 let delay = self
@@ -361,7 +381,14 @@ impl Reconciler {
                     .settings
                     .resync_interval
                     .mul_f64(rand::random::<f64>());
-                checked.insert(super::digest64(uid), (now + delay, generation));
+                checked.insert(
+                    super::digest64(uid),
+                    Check {
+                        due: now + delay,
+                        generation,
+                        token_secret_seen: 0,
+                    },
+                );
                 Some(delay)
             }
         }
@@ -372,7 +399,44 @@ impl Reconciler {
         self.checked
             .lock()
             .expect("not poisoned")
-            .insert(super::digest64(uid), (due, generation));
+            .entry(super::digest64(uid))
+            .and_modify(|check| {
+                check.due = due;
+                check.generation = generation;
+            })
+            .or_insert(Check {
+                due,
+                generation,
+                token_secret_seen: 0,
+            });
+    }
+
+    /// The count of token-Secret events now, if the object's token Secret was found in place
+    /// at this count already (`Ok`: nothing to read), or the count to record once it is found
+    /// (`Err`). Read before the Secret is: an event after the read makes the next check read
+    /// it again.
+    fn token_secret_unchanged(&self, uid: &str) -> Result<(), u64> {
+        let now = self.token_secret_events.load(Ordering::Acquire);
+        let seen = self
+            .checked
+            .lock()
+            .expect("not poisoned")
+            .get(&super::digest64(uid))
+            .map(|c| c.token_secret_seen);
+        if seen == Some(now) { Ok(()) } else { Err(now) }
+    }
+
+    /// Records that the token Secret was found in place at count `seen` (for an object already
+    /// known: one being created is checked again at its next reconcile).
+    fn token_secret_found(&self, uid: &str, seen: u64) {
+        if let Some(check) = self
+            .checked
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&super::digest64(uid))
+        {
+            check.token_secret_seen = seen;
+        }
     }
 
     fn forget(&self, uid: &str) {
@@ -401,6 +465,7 @@ pub async fn run(
         ctx: ctx.clone(),
         failures: Mutex::default(),
         checked: Mutex::default(),
+        token_secret_events: Arc::new(AtomicU64::new(1)),
         stores: Mutex::default(),
         cluster_wide: scope.namespaces.is_empty(),
     });
@@ -413,9 +478,16 @@ pub async fn run(
         .into_iter()
         .map(|ns| {
             let api: Api<CachedAccount> = scope.api_in(&ctx.kube, ns.as_deref());
-            let secrets: Api<Secret> = scope.api_in(&ctx.kube, ns.as_deref());
+            let secrets: Api<PartialObjectMeta<Secret>> = scope.api_in(&ctx.kube, ns.as_deref());
+            // kube's `owns`, with every event counted first (see `token_secret_events`).
+            let events = reconciler.token_secret_events.clone();
+            let token_secrets = watcher(secrets, secrets_config.clone())
+                .inspect(move |_| {
+                    events.fetch_add(1, Ordering::AcqRel);
+                })
+                .touched_objects();
             let controller = crate::controllers::lean_controller(api, scope.watcher_config())
-                .owns(secrets, secrets_config.clone())
+                .owns_stream(token_secrets)
                 .with_config(
                     kube::runtime::controller::Config::default()
                         .concurrency(ctx.settings.max_concurrent_reconciles),
@@ -550,7 +622,7 @@ async fn apply(
         && status.account_id.is_some();
     if let Some(due_in) = rec.resync_due_in(&uid, generation, healthy) {
         // Nothing changed since the last comparison: only check the token Secret is still ours.
-        match check_token_secret(gsa, &status, ctx).await {
+        match check_token_secret(gsa, &status, rec).await {
             Ok(()) if status == original => {
                 let wake = earliest(due_in + Duration::from_secs(1), next);
                 return Ok(Action::requeue(wake));
@@ -900,7 +972,7 @@ async fn sync(
         Some(account) => account,
         None => {
             create(gsa, api, ctx, &user, status).await?;
-            check_token_secret(gsa, status, ctx).await?;
+            check_token_secret(gsa, status, rec).await?;
             return Ok(waiting);
         }
     };
@@ -938,7 +1010,7 @@ async fn sync(
         ctx.publish(&object_ref(gsa), vec![event]).await;
     }
     if !status.adopted {
-        check_token_secret(gsa, status, ctx).await?;
+        check_token_secret(gsa, status, rec).await?;
     }
     Ok(waiting)
 }
@@ -1216,17 +1288,26 @@ fn owned_by(secret: &Secret, gsa: &GebetaServiceAccount) -> bool {
 }
 
 /// An owned account's token Secret must exist and be ours: the token cannot be fetched again.
+/// Read (its metadata only) when the watch on token Secrets has seen an event since it was
+/// last found in place: a periodic check of an unchanged Secret costs no request.
 async fn check_token_secret(
     gsa: &GebetaServiceAccount,
     status: &GebetaServiceAccountStatus,
-    ctx: &Context,
+    rec: &Reconciler,
 ) -> Result<(), Failure> {
     if status.adopted || status.account_id.is_none() {
         return Ok(());
     }
+    let uid = gsa.uid().unwrap_or_default();
+    let Err(events) = rec.token_secret_unchanged(&uid) else {
+        return Ok(());
+    };
     let name = token_secret_name(gsa);
-    match secrets_api(gsa, ctx).get_opt(&name).await? {
-        Some(secret) if owned_by(&secret, gsa) => Ok(()),
+    match secrets_api(gsa, &rec.ctx).get_metadata_opt(&name).await? {
+        Some(secret) if super::is_ours(&secret.metadata, &uid) => {
+            rec.token_secret_found(&uid, events);
+            Ok(())
+        }
         Some(_) => Err(Failure::new(
             reason::SECRET_CONFLICT,
             format!("Secret {name} is no longer managed by this GebetaServiceAccount"),
