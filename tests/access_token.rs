@@ -853,10 +853,7 @@ async fn service_account_source_is_used_once_ready() {
         "serverToken": {"secretKeyRef": {"name": INPUTS, "key": "server"}},
         "secretName": "maps-token",
     });
-    let offset = support::control_plane()
-        .audit_log()
-        .expect("audit log")
-        .end();
+    let offset = support::audit_offset();
     f.create("maps", spec).await;
     let s = f.wait_status("maps", "SourceNotReady", |_| true).await;
     assert!(
@@ -915,10 +912,7 @@ async fn service_account_source_is_used_once_ready() {
 async fn a_new_object_reads_a_secret_named_twice_once() {
     let mut f = Fixture::new("gat-reads", 60, false).await;
     f.start();
-    let offset = support::control_plane()
-        .audit_log()
-        .expect("audit log")
-        .end();
+    let offset = support::audit_offset();
     f.create("maps", Fixture::spec("maps-token")).await;
     f.wait_ready("maps").await;
     let (reads, _) = operator_requests(&f, offset);
@@ -1622,11 +1616,7 @@ fn operator_requests(
     f: &Fixture,
     offset: u64,
 ) -> (Vec<String>, std::collections::BTreeMap<String, u64>) {
-    let (events, _) = support::control_plane()
-        .audit_log()
-        .expect("the test control plane keeps an audit log")
-        .read_from(offset)
-        .expect("read the audit log");
+    let events = support::audit_since(offset);
     let user = f.operator_user();
     let mut reads = Vec::new();
     let mut writes = std::collections::BTreeMap::new();

@@ -141,13 +141,8 @@ impl Fixture {
     /// Secrets the in-process controller read (get, list) by name in this test's namespace
     /// since `offset` of the audit log.
     fn secrets_read_since(&self, offset: u64) -> Vec<String> {
-        let (events, _) = support::control_plane()
-            .audit_log()
-            .expect("the test control plane keeps an audit log")
-            .read_from(offset)
-            .expect("read the audit log");
         let user = self.operator_user();
-        events
+        support::audit_since(offset)
             .iter()
             .filter(|e| e.user == user && e.namespace == self.ns)
             .filter(|e| e.is_read() && e.resource == "secrets")
@@ -969,8 +964,7 @@ async fn a_no_op_resync_writes_nothing_anywhere() {
     };
     let writes_before = writes(&f.sim);
     let gets = f.sim.calls("get_account");
-    let audit = support::control_plane().audit_log().expect("audit log");
-    let offset = audit.end();
+    let offset = support::audit_offset();
 
     // Several more resyncs happen...
     support::eventually(DEADLINE, "three more resyncs", || {

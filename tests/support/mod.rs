@@ -8,7 +8,7 @@ pub mod rbac;
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 
-use gebeta_operator::testbed::{ControlPlane, ControlPlaneOptions, wait_until};
+use gebeta_operator::testbed::{AuditEvent, ControlPlane, ControlPlaneOptions, wait_until};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, api::PostParams};
 
@@ -39,6 +39,24 @@ pub fn client() -> Client {
     control_plane()
         .client()
         .expect("a client for the test control plane")
+}
+
+/// Where the audit log of the test control plane ends now: pass it to [`audit_since`].
+pub fn audit_offset() -> u64 {
+    control_plane()
+        .audit_log()
+        .expect("the test control plane keeps an audit log")
+        .end()
+}
+
+/// The requests the API server audited since `offset` (of [`audit_offset`]).
+pub fn audit_since(offset: u64) -> Vec<AuditEvent> {
+    control_plane()
+        .audit_log()
+        .expect("the test control plane keeps an audit log")
+        .read_from(offset)
+        .expect("read the audit log")
+        .0
 }
 
 /// Creates a namespace named `<prefix>-<random>` and returns its name.
