@@ -1074,7 +1074,11 @@ async fn apiserver_and_etcd_restarts_are_survived() {
     );
     assert!(
         token_writes > 0 && u64::from(token_writes) <= issued,
-        "{token_writes} access-token Secret writes for {issued} tokens issued"
+        "{token_writes} access-token Secret writes for {issued} tokens issued; by Secret: {:?}",
+        writes
+            .iter()
+            .filter(|(n, _)| n.ends_with("-token") && !account_secrets.contains(n))
+            .collect::<Vec<_>>()
     );
     assert!(
         u64::from(refresh_writes) <= issued,

@@ -4,8 +4,7 @@
 //! default pool keeps every connection a burst opened until the API server's idle timeout (90
 //! s) closes it: hyper's pool has no timer of its own there, so idle connections are dropped
 //! only when the server hangs up. After an apply of 1,000 objects the operator held 51 idle
-//! connections (~25 KiB each, their buffers sized by the largest response they carried: a
-//! list of every cached object) while it had nothing to do. Here the pool runs a timer: a
+//! connections (~25 KiB each) while it had nothing to do. Here the pool runs a timer: a
 //! connection idle for [`POOL_IDLE_TIMEOUT`] is closed, and at most
 //! [`PoolLimits::max_idle`] stay idle at once.
 //!

@@ -221,9 +221,9 @@ struct Reconciler {
     ctx: Arc<Context>,
     /// Per object UID: consecutive failures and until when to wait before the next attempt.
     failures: Mutex<HashMap<String, Backoff>>,
-    /// When each object's next upstream comparison is due, and at which generation: a reconcile
-    /// triggered by our own writes or by a restart makes no Gebeta call until the resync is due.
-    /// Keyed by the UID's digest ([`super::digest64`]): one entry per object, for good.
+    /// When each object's next upstream comparison is due, and at which generation (a reconcile
+    /// triggered by our own writes or by a restart makes no Gebeta call until the resync is
+    /// due), and when its token Secret was last found in place. Keyed by the UID's digest ([`super::digest64`]): one entry per object, for good.
     checked: Mutex<HashMap<u64, Check>>,
     /// Counts the events of the watch on the token Secrets (relists included): a token Secret
     /// found in place at the current count has not changed since, and is not read again.
@@ -411,11 +411,10 @@ impl Reconciler {
             });
     }
 
-    /// The count of token-Secret events now, if the object's token Secret was found in place
-    /// at this count already (`Ok`: nothing to read), or the count to record once it is found
-    /// (`Err`). Read before the Secret is: an event after the read makes the next check read
-    /// it again.
-    fn token_secret_unchanged(&self, uid: &str) -> Result<(), u64> {
+    /// The count of token-Secret events to record once the object's token Secret is found in
+    /// place, or `None` when it was found at this count already (nothing to read). Taken
+    /// before the Secret is read: an event after it makes the next check read again.
+    fn token_secret_to_check(&self, uid: &str) -> Option<u64> {
         let now = self.token_secret_events.load(Ordering::Acquire);
         let seen = self
             .checked
@@ -423,7 +422,7 @@ impl Reconciler {
             .expect("not poisoned")
             .get(&super::digest64(uid))
             .map(|c| c.token_secret_seen);
-        if seen == Some(now) { Ok(()) } else { Err(now) }
+        (seen != Some(now)).then_some(now)
     }
 
     /// Records that the token Secret was found in place at count `seen` (for an object already
@@ -1299,7 +1298,7 @@ async fn check_token_secret(
         return Ok(());
     }
     let uid = gsa.uid().unwrap_or_default();
-    let Err(events) = rec.token_secret_unchanged(&uid) else {
+    let Some(events) = rec.token_secret_to_check(&uid) else {
         return Ok(());
     };
     let name = token_secret_name(gsa);
